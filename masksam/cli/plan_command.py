@@ -1,0 +1,73 @@
+"""``masksam plan``: validate an nnU-Net raw dataset, plan it and fill the preprocessed cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from masksam.errors import DatasetError
+
+
+def plan(
+    dataset_dir: Path = typer.Argument(
+        ..., help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Plans folder [default: ./masksam_preprocessed/<name>]."
+    ),
+    preset: str = typer.Option(
+        "auto", help="Patch/query preset: auto (by dataset name), none, acdc, synapse, amos."
+    ),
+    num_workers: int = typer.Option(
+        2, "--num-workers", "-j", help="Worker processes for reading and preprocessing."
+    ),
+    folds: int = typer.Option(5, help="Cross-validation folds in splits_final.json."),
+    seed: int = typer.Option(12345, help="Seed of the splits and of the foreground samples."),
+    batch_size: int = typer.Option(2, help="Training batch size recorded in plans.json."),
+    exclude_background: bool = typer.Option(False, help="Do not make background a target segment."),
+    no_preprocess: bool = typer.Option(False, help="Only validate and write plans; leave the cache alone."),
+) -> None:
+    """Check a dataset, write plans.json + splits_final.json, and cache preprocessed cases."""
+    from masksam.data.pipeline import plan_and_preprocess
+    from masksam.data.validation import DatasetValidationError
+
+    output = output or Path("masksam_preprocessed") / dataset_dir.resolve().name
+    try:
+        result = plan_and_preprocess(
+            dataset_dir,
+            output,
+            preset=preset,
+            num_workers=num_workers,
+            num_folds=folds,
+            seed=seed,
+            batch_size=batch_size,
+            include_background=not exclude_background,
+            preprocess=not no_preprocess,
+            progress=sys.stderr.isatty(),
+        )
+    except DatasetValidationError as error:
+        print(f"masksam: {len(error.problems)} problem(s) in {error.dataset_dir}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise DatasetError(
+            f"dataset {error.dataset_dir} is invalid ({len(error.problems)} problem(s) listed "
+            "above); fix them and re-run, nothing was written"
+        ) from None
+    plans = result.plans
+    spacing = tuple(round(s, 3) for s in plans.target_spacing)
+    print(f"plans: {result.plans_dir / 'plans.json'}")
+    print(
+        f"  preset {plans.preset or 'none'}; patch (T,H,W) {plans.patch_size}; queries {plans.num_queries}; "
+        f"classes {plans.num_classes}; target spacing (T,H,W) {spacing}"
+    )
+    print(
+        f"  normalisation: {', '.join(n.scheme for n in plans.normalization)}; "
+        f"transpose {plans.transpose}{'' if plans.spacing_known else '; spacing unknown (1 mm assumed)'}"
+    )
+    if not no_preprocess:
+        print(
+            f"cache: {result.plans_dir / plans.preprocessed_folder} ({result.written} written, "
+            f"{result.skipped} up to date)"
+        )
