@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from masksam.cli import params_command, weights_command
+from masksam.cli import params_command, plan_command, weights_command
 from masksam.errors import MaskSamError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.command("params")(params_command.params)
 app.command("weights")(weights_command.weights)
+app.command("plan")(plan_command.plan)
 
 
 def main() -> None:
