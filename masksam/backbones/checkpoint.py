@@ -27,7 +27,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file; check the path (`masksam weights --help` says where to get one)")
+        raise CheckpointError(
+            f"{path}: no such weights file; check the path (`masksam weights --help` says where to get one)"
+        )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt zips and pickles
@@ -39,7 +41,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(loaded, Mapping) and key in loaded and isinstance(loaded[key], Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(f"{path}: holds no state_dict of tensors; pass an official SAM/MedSAM/LiteMedSAM .pth file")
+        raise CheckpointError(
+            f"{path}: holds no state_dict of tensors; pass an official SAM/MedSAM/LiteMedSAM .pth file"
+        )
     return dict(loaded)
 
 

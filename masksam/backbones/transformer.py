@@ -1,0 +1,179 @@
+"""SAM's two-way transformer (tokens <-> image), with Meta's parameter names.
+
+`TwoWayAttentionBlock.forward` takes optional `BlockAdapters`: callables applied at the four places
+where MaskSAM inserts adapters. Without them the block computes exactly SAM's function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from masksam.backbones.common import MLPBlock
+
+TensorMap = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BlockAdapters:
+    """Optional transforms inside one two-way block (None = absent).
+
+    after_self_attention / after_token_to_image: applied to the attention output before its residual sum.
+    parallel_mlp: its output is added beside the MLP's, on the same input.
+    after_image_to_token: applied to the image-side attention output before its residual sum.
+    """
+
+    after_self_attention: TensorMap | None = None
+    after_token_to_image: TensorMap | None = None
+    parallel_mlp: TensorMap | None = None
+    after_image_to_token: TensorMap | None = None
+
+
+def _apply(adapter: TensorMap | None, x: torch.Tensor) -> torch.Tensor:
+    return x if adapter is None else adapter(x)
+
+
+class Attention(nn.Module):
+    """Attention with separate q/k/v projections and optional downsampling of the internal width."""
+
+    def __init__(self, *, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"internal width {internal_dim} is not divisible by {num_heads} heads")
+        self.q_proj = nn.Linear(embedding_dim, internal_dim)
+        self.k_proj = nn.Linear(embedding_dim, internal_dim)
+        self.v_proj = nn.Linear(embedding_dim, internal_dim)
+        self.out_proj = nn.Linear(internal_dim, embedding_dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        return x.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, heads, n, d)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, n_q, C), k and v (B, n_k, C) -> (B, n_q, C)."""
+        out = F.scaled_dot_product_attention(
+            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        )  # (B, heads, n_q, d)
+        out = out.transpose(1, 2).flatten(2)  # (B, n_q, internal)
+        return self.out_proj(out)
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Self-attention on tokens, token->image and image->token cross-attention, and a token MLP."""
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+    ) -> None:
+        super().__init__()
+        self.self_attn = Attention(embedding_dim=embedding_dim, num_heads=num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim=embedding_dim, num_heads=num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLPBlock(embedding_dim=embedding_dim, mlp_dim=mlp_dim, act=nn.ReLU)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim=embedding_dim, num_heads=num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        adapters: BlockAdapters | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries/query_pe (B, n_tokens, C), keys/key_pe (B, h*w, C) -> updated (queries, keys)."""
+        adapters = adapters or BlockAdapters()
+        if self.skip_first_layer_pe:
+            queries = _apply(adapters.after_self_attention, self.self_attn(queries, queries, queries))
+        else:
+            q = queries + query_pe
+            queries = queries + _apply(adapters.after_self_attention, self.self_attn(q, q, queries))
+        queries = self.norm1(queries)
+
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(
+            queries + _apply(adapters.after_token_to_image, self.cross_attn_token_to_image(q, k, keys))
+        )
+
+        mlp_out = self.mlp(queries)
+        if adapters.parallel_mlp is not None:
+            mlp_out = mlp_out + adapters.parallel_mlp(queries)
+        queries = self.norm3(queries + mlp_out)
+
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + _apply(adapters.after_image_to_token, self.cross_attn_image_to_token(k, q, queries)))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """A stack of two-way blocks followed by a final token->image attention."""
+
+    def __init__(
+        self,
+        *,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+    ) -> None:
+        super().__init__()
+        self.depth = depth
+        self.embedding_dim = embedding_dim
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(
+                embedding_dim=embedding_dim,
+                num_heads=num_heads,
+                mlp_dim=mlp_dim,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(
+            embedding_dim=embedding_dim, num_heads=num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        layer_adapters: Sequence[BlockAdapters | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Arguments:
+          image_embedding, image_pe: (B, C, h, w).
+          point_embedding: (B, n_tokens, C) tokens, used as their own positional encoding.
+          layer_adapters: one `BlockAdapters` (or None) per layer.
+        Returns:
+          processed tokens (B, n_tokens, C) and image tokens (B, h*w, C).
+        """
+        keys = image_embedding.flatten(2).permute(0, 2, 1)  # (B, h*w, C)
+        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        queries = point_embedding
+        adapters = list(layer_adapters) if layer_adapters is not None else [None] * self.depth
+        for layer, layer_adapter in zip(self.layers, adapters, strict=True):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, layer_adapter)
+        q, k = queries + point_embedding, keys + key_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        return queries, keys
