@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from masksam.cli import params_command, plan_command, weights_command
+from masksam.cli import forward_command, params_command, plan_command, weights_command
 from masksam.errors import MaskSamError
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("forward")(forward_command.forward)
 app.command("params")(params_command.params)
 app.command("weights")(weights_command.weights)
 app.command("plan")(plan_command.plan)

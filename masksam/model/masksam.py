@@ -1,0 +1,186 @@
+"""The composed MaskSAM model (paper Fig. 2): it only wires the parts together.
+
+volume patch -> modality adapter -> slices -> adapted SAM image encoder -> prompt generator
+  -> (boxes + auxiliary masks) -> frozen SAM prompt encoder -> adapted SAM mask decoder with classifier tokens
+  -> per slice: N class logits (K+1) and N mask logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from masksam.backbones.image_encoder_vit import ImageEncoderViT
+from masksam.backbones.sam import SamBackbone, build_backbone, load_backbone_weights
+from masksam.model.config import MaskSamConfig
+from masksam.model.depth import fold_depth
+from masksam.model.image_encoder import AdaptedViTEncoder
+from masksam.model.mask_decoder import AdaptedMaskDecoder
+from masksam.model.modality_adapter import ModalityAdapter
+from masksam.model.prompt_generator import GeneratedPrompts, PromptGenerator, mask_to_box
+
+
+@dataclass
+class MaskSamOutput:
+    """Per-slice predictions, G = B*T slices ordered (B, T):
+
+    class_logits (G, N, K+1), last index "no object"; mask_logits (G, N, H, W) final masks;
+    aux_mask_logits (G, N, H, W) and aux_boxes (G, N, 4) from the prompt generator (auxiliary losses);
+    prompt_boxes (G, N, 4) the boxes actually given to SAM's prompt encoder (normalised xyxy).
+    """
+
+    class_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    aux_mask_logits: torch.Tensor
+    aux_boxes: torch.Tensor
+    prompt_boxes: torch.Tensor
+
+
+def _per_slice(x: torch.Tensor) -> torch.Tensor:
+    """(B, N, T, ...) -> (B*T, N, ...)."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1], *x.shape[3:])
+
+
+def _per_query(x: torch.Tensor, num_slices: int) -> torch.Tensor:
+    """(B*T, N, ...) -> (B, N, T, ...), the inverse of `_per_slice`."""
+    return x.reshape(-1, num_slices, *x.shape[1:]).transpose(1, 2)
+
+
+class MaskSAM(nn.Module):
+    """Prompt-free, mask-classification SAM for (B, C, T, H, W) patches."""
+
+    def __init__(self, *, config: MaskSamConfig, backbone: SamBackbone) -> None:
+        super().__init__()
+        self.config = config
+        spec = backbone.spec
+        num_slices = config.num_slices
+        self.modality_adapter = ModalityAdapter(
+            in_channels=config.in_channels,
+            hidden=config.modality_hidden,
+            image_size=config.image_size,
+            input_scale=spec.input_scale,
+            input_shift=spec.input_shift,
+        )
+        if isinstance(backbone.image_encoder, ImageEncoderViT):
+            self.image_encoder: nn.Module = AdaptedViTEncoder(
+                backbone.image_encoder, config=config.adapters, num_slices=num_slices
+            )
+        else:
+            from masksam.model.image_encoder_tiny_vit import AdaptedTinyViTEncoder
+
+            self.image_encoder = AdaptedTinyViTEncoder(
+                backbone.image_encoder, config=config.adapters, num_slices=num_slices
+            )
+        self.prompt_generator = PromptGenerator(
+            level_channels=self.image_encoder.level_channels,
+            level_sizes=self.image_encoder.level_sizes,
+            embedding_channels=spec.prompt_dim,
+            embedding_size=backbone.embedding_size,
+            image_size=config.image_size,
+            num_queries=config.num_queries,
+            token_dim=spec.prompt_dim,
+            config=config.prompt_generator,
+        )
+        self.prompt_encoder = backbone.prompt_encoder
+        self.mask_decoder = AdaptedMaskDecoder(
+            backbone.mask_decoder,
+            num_queries=config.num_queries,
+            num_classes=config.num_classes,
+            num_slices=num_slices,
+            config=config.adapters,
+        )
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """SAM's own parts: never trained, always in eval mode."""
+        return [self.image_encoder.encoder, self.prompt_encoder, self.mask_decoder.decoder]
+
+    def train(self, mode: bool = True) -> MaskSAM:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def prompt_boxes(self, prompts: GeneratedPrompts, given_boxes: torch.Tensor | None) -> torch.Tensor:
+        """The (B, N, T, 4) boxes for the prompt encoder, by prompt mode and generator variant (Fig. 5)."""
+        if self.config.prompt_mode == "ground_truth":
+            if given_boxes is None:
+                raise ValueError("prompt_mode 'ground_truth' needs boxes (B*T, N, 4) from the labels")
+            return _per_query(given_boxes, self.config.num_slices)
+        variant = self.config.prompt_generator.variant
+        if variant in ("box", "mask_box"):
+            return prompts.boxes
+        mask_boxes, nonempty = mask_to_box(
+            prompts.aux_mask_logits.detach(), self.config.prompt_generator.mask_threshold
+        )
+        if variant == "mask":
+            return mask_boxes
+        averaged = (prompts.boxes + mask_boxes) / 2
+        return torch.where(nonempty[..., None], averaged, prompts.boxes)
+
+    def forward(self, volume: torch.Tensor, boxes: torch.Tensor | None = None) -> MaskSamOutput:
+        """
+        Arguments:
+          volume: (B, C, T, H, W) normalised image patch.
+          boxes: (B*T, N, 4) normalised xyxy prompts, only in prompt_mode "ground_truth".
+        """
+        batch, _, num_slices, height, width = volume.shape
+        num_queries = self.config.num_queries
+        rgb = self.modality_adapter(volume)  # (B, 3, T, S, S)
+        features = self.image_encoder(fold_depth(rgb))  # embedding (B*T, C, h, w)
+        prompts = self.prompt_generator(features.embedding, features.levels, num_slices)
+        prompt_boxes = self.prompt_boxes(prompts, boxes)  # (B, N, T, 4)
+
+        image_size = self.config.image_size
+        use_mask_prompt = self.config.prompt_generator.variant != "box"
+        mask_prompts = None
+        if use_mask_prompt:
+            aux = prompts.aux_mask_logits.reshape(-1, 1, image_size, image_size)  # (B*N*T, 1, S, S)
+            mask_prompts = F.interpolate(
+                aux, size=self.prompt_encoder.mask_input_size, mode="bilinear", align_corners=False
+            )
+        sparse, dense = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size, masks=mask_prompts)
+        decoded = self.mask_decoder(
+            features.embedding,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            prompts.class_tokens.reshape(batch * num_queries * num_slices, -1),
+            num_queries,
+        )
+        masks = F.interpolate(
+            decoded.mask_logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+        )
+        aux_masks = prompts.aux_mask_logits
+        if aux_masks.shape[-2:] != (height, width):
+            aux_masks = F.interpolate(
+                aux_masks, size=(num_slices, height, width), mode="trilinear", align_corners=False
+            )
+        return MaskSamOutput(
+            class_logits=_per_slice(decoded.class_logits.reshape(batch, num_queries, num_slices, -1)),
+            mask_logits=_per_slice(masks.reshape(batch, num_queries, num_slices, height, width)),
+            aux_mask_logits=_per_slice(aux_masks),
+            aux_boxes=_per_slice(prompts.boxes),
+            prompt_boxes=_per_slice(prompt_boxes),
+        )
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_masksam(config: MaskSamConfig, checkpoint: str | Path | None = None) -> MaskSAM:
+    """Build the backbone named in `config`, load its official weights strictly if given, and wrap it.
+
+    Raises:
+        ConfigError: unknown backbone or unsupported input size.
+        CheckpointError: unreadable weights, or weights of another architecture.
+    """
+    backbone = build_backbone(
+        config.backbone, image_size=config.image_size, position_adaptation=config.position_adaptation
+    )
+    if checkpoint is not None:
+        load_backbone_weights(backbone, checkpoint)
+    return MaskSAM(config=config, backbone=backbone)

@@ -1,0 +1,58 @@
+"""Prompt generator pieces: box parameterisation, mask -> box, level assignment, output shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from masksam.model.config import PromptGeneratorConfig
+from masksam.model.prompt_generator import PromptGenerator, assign_levels, mask_to_box, ordered_box
+
+
+def test_ordered_box_is_valid_for_any_input() -> None:
+    boxes = ordered_box(torch.randn(1000, 4) * 10)
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+
+
+def test_mask_to_box_equals_hand_computed_boxes() -> None:
+    logits = torch.full((2, 3, 8, 10), -5.0)
+    logits[0, 0, 2:5, 3:7] = 5.0  # rows 2..4, columns 3..6
+    logits[0, 1, 7, 9] = 5.0  # one pixel in the corner
+    logits[1, 2, 0:8, 0:10] = 5.0  # everything
+    boxes, nonempty = mask_to_box(logits)
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([3 / 10, 2 / 8, 7 / 10, 5 / 8]))
+    torch.testing.assert_close(boxes[0, 1], torch.tensor([9 / 10, 7 / 8, 1.0, 1.0]))
+    torch.testing.assert_close(boxes[1, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert nonempty.tolist() == [[True, True, False], [False, False, True]]
+    torch.testing.assert_close(boxes[0, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))  # empty -> whole image
+
+
+@pytest.mark.parametrize(
+    ("sizes", "embedding", "steps", "expected"),
+    [
+        pytest.param([16, 16, 16, 16], 16, 4, [4, 3, 2, 1], id="isotropic-vit"),
+        pytest.param([16, 16], 16, 4, [2, 1], id="two-levels"),
+        pytest.param([256, 128, 64, 64], 64, 2, [2, 1, 0, 0], id="tiny-vit-stages"),
+    ],
+)
+def test_level_assignment(sizes, embedding: int, steps: int, expected: list[int]) -> None:
+    assert assign_levels(sizes, embedding, steps) == expected
+
+
+def test_outputs_have_one_prompt_per_query_and_slice() -> None:
+    generator = PromptGenerator(
+        level_channels=[8, 8],
+        level_sizes=[4, 4],
+        embedding_channels=16,
+        embedding_size=4,
+        image_size=16,
+        num_queries=5,
+        token_dim=16,
+        config=PromptGeneratorConfig(widths=(16, 8, 8)),
+    )
+    batch, slices = 2, 3
+    prompts = generator(torch.randn(batch * slices, 16, 4, 4), [torch.randn(batch * slices, 8, 4, 4)] * 2, slices)
+    assert prompts.aux_mask_logits.shape == (batch, 5, slices, 16, 16)
+    assert prompts.boxes.shape == (batch, 5, slices, 4)
+    assert prompts.class_tokens.shape == (batch, 5, slices, 16)
