@@ -151,9 +151,7 @@ def _gaussian_blur(channel: torch.Tensor, sigma: float) -> torch.Tensor:
 def _low_resolution(channel: torch.Tensor, zoom: float) -> torch.Tensor:
     # channel: (T, H, W); nearest downsampling then bicubic upsampling, in-plane.
     h, w = channel.shape[-2:]
-    small = F.interpolate(
-        channel[None], size=(max(1, round(h * zoom)), max(1, round(w * zoom))), mode="nearest"
-    )
+    small = F.interpolate(channel[None], size=(max(1, round(h * zoom)), max(1, round(w * zoom))), mode="nearest")
     return F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False)[0]
 
 
@@ -167,9 +165,7 @@ def _gamma(channel: torch.Tensor, gamma: float, invert: bool) -> torch.Tensor:
     return -x if invert else x
 
 
-def apply_intensity(
-    image: torch.Tensor, config: AugmentationConfig, rng: np.random.Generator
-) -> torch.Tensor:
+def apply_intensity(image: torch.Tensor, config: AugmentationConfig, rng: np.random.Generator) -> torch.Tensor:
     """Noise, blur, brightness, contrast, low resolution and gamma, in nnU-Net's order.
 
     Args:
@@ -190,15 +186,11 @@ def apply_intensity(
             if rng.random() < 0.5:
                 image[c] = _gaussian_blur(image[c], float(rng.uniform(*config.blur_sigma)))
     if rng.random() < config.brightness_probability:
-        image *= torch.from_numpy(
-            rng.uniform(*config.brightness_range, size=(image.shape[0], 1, 1, 1))
-        ).float()
+        image *= torch.from_numpy(rng.uniform(*config.brightness_range, size=(image.shape[0], 1, 1, 1))).float()
     if rng.random() < config.contrast_probability:
         for c in range(image.shape[0]):
             mean, low, high = image[c].mean(), image[c].min(), image[c].max()
-            image[c] = ((image[c] - mean) * float(rng.uniform(*config.contrast_range)) + mean).clamp(
-                low, high
-            )
+            image[c] = ((image[c] - mean) * float(rng.uniform(*config.contrast_range)) + mean).clamp(low, high)
     if rng.random() < config.low_resolution_probability:
         for c in range(image.shape[0]):
             if rng.random() < 0.5:
@@ -207,11 +199,7 @@ def apply_intensity(
         if rng.random() < probability:
             low, high = config.gamma_range
             for c in range(image.shape[0]):
-                gamma = (
-                    rng.uniform(low, 1.0)
-                    if (rng.random() < 0.5 and low < 1)
-                    else rng.uniform(max(low, 1.0), high)
-                )
+                gamma = rng.uniform(low, 1.0) if (rng.random() < 0.5 and low < 1) else rng.uniform(max(low, 1.0), high)
                 image[c] = _gamma(image[c], float(gamma), invert)
     return image
 

@@ -139,6 +139,5 @@ class CaseCache:
             )
         except (OSError, ValueError) as error:
             raise DatasetError(
-                f"case {case_id}, file {self.folder}: cached case missing or unreadable ({error}); "
-                "re-run masksam plan"
+                f"case {case_id}, file {self.folder}: cached case missing or unreadable ({error}); re-run masksam plan"
             ) from error

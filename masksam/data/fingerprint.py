@@ -157,9 +157,7 @@ def fingerprint_dataset(
         The dataset fingerprint.
     """
     jobs = [(case, description, seed + index) for index, case in enumerate(cases)]
-    per_case = map_cases(
-        fingerprint_case, jobs, num_workers=num_workers, description="fingerprint", progress=progress
-    )
+    per_case = map_cases(fingerprint_case, jobs, num_workers=num_workers, description="fingerprint", progress=progress)
     statistics = [
         IntensityStatistics.of(np.concatenate([fp.foreground_samples[c] for fp in per_case]))
         for c in range(description.num_channels)

@@ -165,9 +165,7 @@ def read_dataset_json(dataset_dir: Path) -> DatasetDescription:
     if missing:
         raise DatasetError(f"{path}: missing key(s) {', '.join(missing)}; add them (nnU-Net v2 format)")
     try:
-        channel_names = {
-            int(k): str(v) for k, v in sorted(raw["channel_names"].items(), key=lambda kv: int(kv[0]))
-        }
+        channel_names = {int(k): str(v) for k, v in sorted(raw["channel_names"].items(), key=lambda kv: int(kv[0]))}
     except (AttributeError, ValueError) as error:
         raise DatasetError(f"{path}: channel_names must map '0', '1', ... to modality names") from error
     if sorted(channel_names) != list(range(len(channel_names))) or not channel_names:
@@ -266,9 +264,7 @@ def read_volume(path: Path, *, case_id: str = "", is_label: bool = False) -> Vol
         array = np.asanyarray(image.dataobj) if is_label else image.get_fdata(dtype=np.float32)
         affine = image.affine
     except Exception as error:  # nibabel raises many types for corrupt files
-        raise DatasetError(
-            f"{where}: unreadable NIfTI ({type(error).__name__}: {error}); re-export it"
-        ) from error
+        raise DatasetError(f"{where}: unreadable NIfTI ({type(error).__name__}: {error}); re-export it") from error
     # Trailing singleton axes (e.g. (X, Y, Z, 1)) are dropped; anything else must be 3D.
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -276,8 +272,7 @@ def read_volume(path: Path, *, case_id: str = "", is_label: bool = False) -> Vol
         array = array[..., None]
     if array.ndim != 3:
         raise DatasetError(
-            f"{where}: expected a 3D volume, got shape {array.shape}; split 4D series into "
-            "one file per channel"
+            f"{where}: expected a 3D volume, got shape {array.shape}; split 4D series into one file per channel"
         )
     if not is_label:
         array = np.ascontiguousarray(array, dtype=np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,25 @@ class PatchStream(IterableDataset):
             image = torch.from_numpy(patch.image)  # (C, T, H_in, W_in)
             label = torch.from_numpy(patch.label.astype(np.int64))  # (T, H_in, W_in)
             if self.augmentation is not None:
-                image, label = augment(image, label, self.patch_size, params, self.augmentation, rng)
+                with _one_thread(in_main_process=info is None):
+                    image, label = augment(image, label, self.patch_size, params, self.augmentation, rng)
             yield image, label
             count += 1
+
+
+@contextmanager
+def _one_thread(*, in_main_process: bool) -> Iterator[None]:
+    # Small per-patch ops lose more to OpenMP hand-offs than they gain (measured: 2 threads were several
+    # times slower on a busy 2-core machine); workers are already single-threaded, the main process is not.
+    if not in_main_process:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _worker_init(_: int) -> None:
@@ -115,9 +132,7 @@ def read_split(plans_dir: Path, fold: int) -> tuple[list[str], list[str]]:
     if fold == -1:
         return sorted(set(splits[0]["train"]) | set(splits[0]["val"])), []
     if not 0 <= fold < len(splits):
-        raise ConfigError(
-            f"{path}: fold {fold} does not exist; choose 0..{len(splits) - 1} or -1 for all cases"
-        )
+        raise ConfigError(f"{path}: fold {fold} does not exist; choose 0..{len(splits) - 1} or -1 for all cases")
     return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
@@ -168,6 +183,4 @@ def make_train_loader(
         rank=rank,
     )
     extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
-    return DataLoader(
-        stream, batch_size=batch_size, num_workers=num_workers, worker_init_fn=_worker_init, **extra
-    )
+    return DataLoader(stream, batch_size=batch_size, num_workers=num_workers, worker_init_fn=_worker_init, **extra)

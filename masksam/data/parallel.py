@@ -49,9 +49,7 @@ def map_cases(
                 bar.update()
             return results
         context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
-        with ProcessPoolExecutor(
-            min(num_workers, len(items)), mp_context=context, initializer=_init_worker
-        ) as pool:
+        with ProcessPoolExecutor(min(num_workers, len(items)), mp_context=context, initializer=_init_worker) as pool:
             results = []
             for result in pool.map(function, items, chunksize=1):
                 results.append(result)

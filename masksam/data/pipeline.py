@@ -92,9 +92,7 @@ def plan_and_preprocess(
     description = validate_dataset(dataset_dir, num_workers=num_workers, progress=progress)
     cases = list_cases(dataset_dir, description, "Tr")
     raw = json.loads((dataset_dir / "dataset.json").read_text())
-    fingerprint = fingerprint_dataset(
-        cases, description, num_workers=num_workers, seed=seed, progress=progress
-    )
+    fingerprint = fingerprint_dataset(cases, description, num_workers=num_workers, seed=seed, progress=progress)
     plans = plan_experiment(
         description,
         fingerprint,

@@ -131,9 +131,7 @@ class Plans:
             values["normalization"] = tuple(NormalizationPlan(**n) for n in values["normalization"])
             return cls(**values)
         except (KeyError, TypeError) as error:
-            raise ConfigError(
-                f"plans.json is incomplete or malformed ({error}); re-run masksam plan"
-            ) from error
+            raise ConfigError(f"plans.json is incomplete or malformed ({error}); re-run masksam plan") from error
 
     def save(self, path: Path) -> None:
         """Writes ``plans.json`` atomically."""
@@ -197,17 +195,13 @@ def choose_target_spacing(spacings: np.ndarray, shapes: np.ndarray, through: int
     return target, anisotropic
 
 
-def _normalization(
-    description: DatasetDescription, fingerprint: DatasetFingerprint
-) -> tuple[NormalizationPlan, ...]:
+def _normalization(description: DatasetDescription, fingerprint: DatasetFingerprint) -> tuple[NormalizationPlan, ...]:
     plans = []
     for channel, name in description.channel_names.items():
         if name.strip().lower() in CT_NAMES:
             stats = fingerprint.intensity_statistics[channel]
             plans.append(
-                NormalizationPlan(
-                    "ct", stats.percentile_00_5, stats.percentile_99_5, stats.mean, max(stats.std, 1e-8)
-                )
+                NormalizationPlan("ct", stats.percentile_00_5, stats.percentile_99_5, stats.mean, max(stats.std, 1e-8))
             )
         elif name.strip().lower() in ("none", "nonorm", "no_norm"):
             plans.append(NormalizationPlan("none"))

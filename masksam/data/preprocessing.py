@@ -79,9 +79,7 @@ def preprocess_arrays(
         (image (C, T, H, W) float32, label (T, H, W) uint8/int16 or None, properties dict).
     """
     transpose = list(plans.transpose)
-    image = np.ascontiguousarray(
-        image.transpose(0, *[a + 1 for a in transpose]), dtype=np.float32
-    )  # (C,T,H,W)
+    image = np.ascontiguousarray(image.transpose(0, *[a + 1 for a in transpose]), dtype=np.float32)  # (C,T,H,W)
     label_t = None if label is None else label.transpose(transpose)  # (T, H, W)
     nonzero = (image != 0).any(axis=0)
     if label_t is not None:
@@ -174,9 +172,7 @@ def preprocess_training_case(args: tuple[CaseFiles, Plans, Path, int]) -> str:
         raise DatasetError(f"case {case.case_id}: training case without a label file; add it to labelsTr")
     label = read_volume(case.label, case_id=case.case_id, is_label=True).array
     image = np.stack([v.array for v in volumes])  # (C, X, Y, Z)
-    image, label_p, properties = preprocess_arrays(
-        image, np.rint(label).astype(np.int64), volumes[0].geometry, plans
-    )
+    image, label_p, properties = preprocess_arrays(image, np.rint(label).astype(np.int64), volumes[0].geometry, plans)
     properties.update(case_id=case.case_id, cache_key=key, classes_present=np.unique(label_p).tolist())
     locations = foreground_locations(label_p, np.random.default_rng(seed))
     cache.write(CachedCase(case.case_id, image, label_p, locations, properties))
@@ -187,9 +183,7 @@ def _inverse_permutation(transpose: list[int]) -> list[int]:
     return [int(a) for a in np.argsort(transpose)]
 
 
-def restore_original_geometry(
-    array: np.ndarray, properties: dict, *, is_label: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def restore_original_geometry(array: np.ndarray, properties: dict, *, is_label: bool) -> tuple[np.ndarray, np.ndarray]:
     """Maps an array on the preprocessed grid back to the case's file grid.
 
     The inverse of :func:`preprocess_arrays`: resample to the cropped shape, paste into the full

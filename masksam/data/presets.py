@@ -50,9 +50,7 @@ def get_data_preset(name: str) -> DataPreset:
     try:
         return DATA_PRESETS[name.lower()]
     except KeyError:
-        raise ConfigError(
-            f"unknown data preset '{name}'; choose one of {', '.join(DATA_PRESETS)} or 'none'"
-        ) from None
+        raise ConfigError(f"unknown data preset '{name}'; choose one of {', '.join(DATA_PRESETS)} or 'none'") from None
 
 
 def detect_data_preset(dataset_name: str) -> DataPreset | None:

@@ -23,9 +23,7 @@ def is_anisotropic(*spacings: tuple[float, ...]) -> bool:
     return any(max(s) / min(s) > ANISOTROPY_THRESHOLD for s in spacings)
 
 
-def new_shape_for(
-    shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]
-) -> tuple[int, ...]:
+def new_shape_for(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
     """Shape of ``shape`` voxels of ``spacing`` resampled to ``target`` spacing (at least 1 per axis)."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))
 
@@ -93,9 +91,7 @@ def resample_label(label: np.ndarray, size: tuple[int, int, int], *, separate: b
     return result.numpy()
 
 
-def resample_probabilities(
-    probabilities: np.ndarray, size: tuple[int, int, int], *, separate: bool
-) -> np.ndarray:
+def resample_probabilities(probabilities: np.ndarray, size: tuple[int, int, int], *, separate: bool) -> np.ndarray:
     """Resamples per-class maps (probabilities or logits) linearly.
 
     Args:

@@ -22,9 +22,7 @@ class Patch:
     start: tuple[int, int, int]
 
 
-def crop_with_padding(
-    array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], value: float = 0
-) -> np.ndarray:
+def crop_with_padding(array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], value: float = 0) -> np.ndarray:
     """Cuts ``size`` voxels from the last ``len(size)`` axes of ``array`` at ``start``, padding outside.
 
     Only the in-bounds part is read, so on a memory map only those pages are touched.

@@ -90,8 +90,7 @@ def build_targets(
     counts = present.sum(dim=1)  # (S,)
     if counts.numel() and int(counts.max()) > num_queries:
         raise ValueError(
-            f"a slice has {int(counts.max())} segments but there are only {num_queries} queries; "
-            "raise num_queries"
+            f"a slice has {int(counts.max())} segments but there are only {num_queries} queries; raise num_queries"
         )
     # Present classes first, in class order: sort key = class id, pushed past K for absent classes.
     class_range = torch.arange(num_classes, device=labels.device).expand(b * t, num_classes)  # (S, K)

@@ -43,9 +43,7 @@ class DatasetValidationError(DatasetError):
         self.problems = list(problems)
         first = "; ".join(str(p) for p in problems[:3])
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        super().__init__(
-            f"dataset {dataset_dir} has {len(problems)} problem(s), nothing was written: {first}{more}"
-        )
+        super().__init__(f"dataset {dataset_dir} has {len(problems)} problem(s), nothing was written: {first}{more}")
 
 
 def _check_file_endings(dataset_dir: Path, description: DatasetDescription) -> list[DatasetProblem]:
@@ -63,8 +61,7 @@ def _check_file_endings(dataset_dir: Path, description: DatasetDescription) -> l
                     DatasetProblem(
                         "",
                         str(path),
-                        f"does not end with file_ending '{ending}' of "
-                        "dataset.json; rename the file or fix file_ending",
+                        f"does not end with file_ending '{ending}' of dataset.json; rename the file or fix file_ending",
                     )
                 )
             elif folder.startswith("images") and not path.name[: -len(ending)][-5:-4] == "_":
@@ -124,9 +121,7 @@ def check_case(args: tuple[CaseFiles, DatasetDescription]) -> list[DatasetProble
         volumes.append(volume)
     if case.label is not None:
         if not case.label.is_file():
-            problems.append(
-                DatasetProblem(case.case_id, str(case.label), "label file missing; add it to labelsTr")
-            )
+            problems.append(DatasetProblem(case.case_id, str(case.label), "label file missing; add it to labelsTr"))
         else:
             try:
                 label = read_volume(case.label, case_id=case.case_id, is_label=True)
@@ -134,9 +129,7 @@ def check_case(args: tuple[CaseFiles, DatasetDescription]) -> list[DatasetProble
                 problems.append(DatasetProblem(case.case_id, str(case.label), _reason(error)))
             else:
                 values = np.unique(label.array)
-                if not np.all(np.isfinite(values)) or not np.all(
-                    np.equal(np.mod(values[np.isfinite(values)], 1), 0)
-                ):
+                if not np.all(np.isfinite(values)) or not np.all(np.equal(np.mod(values[np.isfinite(values)], 1), 0)):
                     problems.append(
                         DatasetProblem(
                             case.case_id,
@@ -170,9 +163,7 @@ def check_case(args: tuple[CaseFiles, DatasetDescription]) -> list[DatasetProble
                         "it onto the same grid",
                     )
                 )
-            elif not np.allclose(
-                other.geometry.affine, reference.geometry.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL
-            ):
+            elif not np.allclose(other.geometry.affine, reference.geometry.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL):
                 problems.append(
                     DatasetProblem(
                         case.case_id,
@@ -185,9 +176,7 @@ def check_case(args: tuple[CaseFiles, DatasetDescription]) -> list[DatasetProble
     return problems
 
 
-def validate_dataset(
-    dataset_dir: Path, *, num_workers: int = 0, progress: bool = False
-) -> DatasetDescription:
+def validate_dataset(dataset_dir: Path, *, num_workers: int = 0, progress: bool = False) -> DatasetDescription:
     """Validates an nnU-Net raw dataset and returns its description if nothing is wrong.
 
     Checks: dataset.json, folders, file endings, missing channel or label files, empty or unreadable
