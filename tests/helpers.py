@@ -19,7 +19,7 @@ def official_shapes(file_name: str) -> dict[str, list[int]]:
     return json.loads(path.read_text())["keys"]
 
 
-def state_dict_from_shapes(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+def state_dict_from_shapes(shapes: dict[str, list[int]], seed: int = 0, scale: float = 0.02) -> dict[str, torch.Tensor]:
     """Random tensors with the given keys and shapes (integer counters for BatchNorm's batch counts)."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
@@ -29,5 +29,5 @@ def state_dict_from_shapes(shapes: dict[str, list[int]], seed: int = 0) -> dict[
         elif key.endswith("running_var"):
             state[key] = torch.rand(shape, generator=generator) + 0.5
         else:
-            state[key] = torch.randn(shape, generator=generator) * 0.02
+            state[key] = torch.randn(shape, generator=generator) * scale
     return state

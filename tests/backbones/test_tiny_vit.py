@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import official_shapes as shared_official_shapes
+from helpers import state_dict_from_shapes
 
 from masksam.backbones.checkpoint import load_strict, read_state_dict
 from masksam.backbones.tiny_vit import TinyViT, TinyViTBlock, relative_offset_indices
 from masksam.backbones.weights import find_cached_weights
 from masksam.errors import CheckpointError
 
-SHAPES_FILE = Path(__file__).parents[2].parent / "shared" / "lite_medsam_state_dict_shapes.json"
 PREFIX = "image_encoder."
 
 # A small TinyViT that exercises the same code paths (padding into windows, a stride-1 last merge).
@@ -31,23 +30,12 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def official_shapes() -> dict[str, list[int]]:
-    if not SHAPES_FILE.is_file():
-        pytest.skip(f"{SHAPES_FILE} not present")
-    keys = json.loads(SHAPES_FILE.read_text())["keys"]
+    keys = shared_official_shapes("lite_medsam_state_dict_shapes.json")
     return {key[len(PREFIX) :]: shape for key, shape in keys.items() if key.startswith(PREFIX)}
 
 
 def random_state_dict(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=generator) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=generator) * 0.2
-    return state
+    return state_dict_from_shapes(shapes, seed, scale=0.2)
 
 
 def randomized(model: TinyViT, seed: int = 0) -> TinyViT:
