@@ -96,8 +96,8 @@ def input_size_for(patch_size: tuple[int, int, int], params: SpatialParams | Non
     if params is None:
         return patch_size
     cos, sin = abs(math.cos(params.angle)), abs(math.sin(params.angle))
-    h_in = math.ceil(params.scale * (h * cos + w * sin)) + 2  # +2: bilinear neighbours at the edge
-    w_in = math.ceil(params.scale * (w * cos + h * sin)) + 2
+    h_in = math.ceil(params.scale * (h * cos + w * sin) - 1e-6) + 2  # +2: bilinear neighbours at the edge
+    w_in = math.ceil(params.scale * (w * cos + h * sin) - 1e-6) + 2
     return (t, max(h, h_in), max(w, w_in))
 
 
