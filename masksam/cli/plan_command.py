@@ -11,18 +11,10 @@ from masksam.errors import DatasetError
 
 
 def plan(
-    dataset_dir: Path = typer.Argument(
-        ..., help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)."
-    ),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="Plans folder [default: ./masksam_preprocessed/<name>]."
-    ),
-    preset: str = typer.Option(
-        "auto", help="Patch/query preset: auto (by dataset name), none, acdc, synapse, amos."
-    ),
-    num_workers: int = typer.Option(
-        2, "--num-workers", "-j", help="Worker processes for reading and preprocessing."
-    ),
+    dataset_dir: Path = typer.Argument(..., help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Plans folder [default: ./masksam_preprocessed/<name>]."),
+    preset: str = typer.Option("auto", help="Patch/query preset: auto (by dataset name), none, acdc, synapse, amos."),
+    num_workers: int = typer.Option(2, "--num-workers", "-j", help="Worker processes for reading and preprocessing."),
     folds: int = typer.Option(5, help="Cross-validation folds in splits_final.json."),
     seed: int = typer.Option(12345, help="Seed of the splits and of the foreground samples."),
     batch_size: int = typer.Option(2, help="Training batch size recorded in plans.json."),
