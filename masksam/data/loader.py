@@ -116,7 +116,7 @@ def read_split(plans_dir: Path, fold: int) -> tuple[list[str], list[str]]:
 
     Args:
         plans_dir: Folder written by ``masksam plan``.
-        fold: Fold index; ``-1`` or ``"all"`` semantics: -1 trains on every case (no validation).
+        fold: Fold index, or -1 for every case (no validation cases).
 
     Returns:
         (train case ids, val case ids).

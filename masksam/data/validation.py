@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from masksam.data.io import CaseFiles, DatasetDescription, list_cases, read_dataset_json, read_volume
+from masksam.data.io import (
+    CaseFiles,
+    DatasetDescription,
+    list_cases,
+    read_dataset_json,
+    read_volume,
+    split_channel_name,
+)
 from masksam.data.parallel import map_cases
 from masksam.errors import DatasetError
 
@@ -64,7 +71,7 @@ def _check_file_endings(dataset_dir: Path, description: DatasetDescription) -> l
                         f"does not end with file_ending '{ending}' of dataset.json; rename the file or fix file_ending",
                     )
                 )
-            elif folder.startswith("images") and not path.name[: -len(ending)][-5:-4] == "_":
+            elif folder.startswith("images") and split_channel_name(path.name, ending) is None:
                 problems.append(
                     DatasetProblem(
                         "",

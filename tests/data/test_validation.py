@@ -66,6 +66,10 @@ def _too_few_cases(root: Path) -> None:
     (root / "dataset.json").write_text(json.dumps(description))
 
 
+def _no_channel_suffix(root: Path) -> None:
+    (root / "imagesTr" / "case_001_0001.nii.gz").rename(root / "imagesTr" / "case_001_T2.nii.gz")
+
+
 def _missing_label(root: Path) -> None:
     (root / "labelsTr" / "case_001.nii.gz").unlink()
 
@@ -82,6 +86,7 @@ def _missing_label(root: Path) -> None:
         pytest.param(_unreadable_file, "case_001", "case_001_0000.nii.gz", "unreadable NIfTI", id="unreadable"),
         pytest.param(_wrong_file_ending, "", "case_001.nii", "does not end with file_ending", id="file-ending"),
         pytest.param(_too_few_cases, "", "labelsTr", "numTraining=5", id="num-training"),
+        pytest.param(_no_channel_suffix, "", "case_001_T2.nii.gz", "lacks the channel suffix", id="channel-suffix"),
         pytest.param(_missing_label, "case_001", "case_001.nii.gz", "label file missing", id="missing-label"),
     ],
 )
