@@ -12,14 +12,20 @@ from masksam.errors import DatasetError
 
 def plan(
     dataset_dir: Path = typer.Argument(..., help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Plans folder [default: ./masksam_preprocessed/<name>]."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Plans folder (default: ./masksam_preprocessed/DATASET_FOLDER_NAME)."
+    ),
     preset: str = typer.Option("auto", help="Patch/query preset: auto (by dataset name), none, acdc, synapse, amos."),
     num_workers: int = typer.Option(2, "--num-workers", "-j", help="Worker processes for reading and preprocessing."),
     folds: int = typer.Option(5, help="Cross-validation folds in splits_final.json."),
     seed: int = typer.Option(12345, help="Seed of the splits and of the foreground samples."),
     batch_size: int = typer.Option(2, help="Training batch size recorded in plans.json."),
-    exclude_background: bool = typer.Option(False, help="Do not make background a target segment."),
-    no_preprocess: bool = typer.Option(False, help="Only validate and write plans; leave the cache alone."),
+    include_background: bool = typer.Option(
+        True, "--include-background/--exclude-background", help="Make background a target segment (paper default)."
+    ),
+    preprocess: bool = typer.Option(
+        True, "--preprocess/--no-preprocess", help="Fill the cache (--no-preprocess: validate and plan only)."
+    ),
 ) -> None:
     """Check a dataset, write plans.json + splits_final.json, and cache preprocessed cases."""
     from masksam.data.pipeline import plan_and_preprocess
@@ -35,8 +41,8 @@ def plan(
             num_folds=folds,
             seed=seed,
             batch_size=batch_size,
-            include_background=not exclude_background,
-            preprocess=not no_preprocess,
+            include_background=include_background,
+            preprocess=preprocess,
             progress=sys.stderr.isatty(),
         )
     except DatasetValidationError as error:
@@ -58,7 +64,7 @@ def plan(
         f"  normalisation: {', '.join(n.scheme for n in plans.normalization)}; "
         f"transpose {plans.transpose}{'' if plans.spacing_known else '; spacing unknown (1 mm assumed)'}"
     )
-    if not no_preprocess:
+    if preprocess:
         print(
             f"cache: {result.plans_dir / plans.preprocessed_folder} ({result.written} written, "
             f"{result.skipped} up to date)"
