@@ -55,7 +55,9 @@ def test_forward_prints_a_summary() -> None:
     [
         pytest.param(["params", "--backbone", "vit_x"], "unknown backbone 'vit_x'", id="backbone"),
         pytest.param(["params", "--preset", "brats"], "unknown preset 'brats'", id="preset"),
-        pytest.param(["params", "--backbone", "tiny", "--checkpoint", "missing.pth"], "missing.pth: no such weights", id="file"),
+        pytest.param(
+            ["params", "--backbone", "tiny", "--checkpoint", "missing.pth"], "missing.pth: no such weights", id="file"
+        ),
     ],
 )
 def test_errors_are_one_line_with_exit_code_1(args: list[str], message: str) -> None:
