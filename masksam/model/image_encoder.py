@@ -28,7 +28,7 @@ class EncoderFeatures:
     levels: list[torch.Tensor]
 
 
-def _adapters(config: AdapterConfig, dims: list[int], num_slices: int, skip: bool) -> nn.ModuleList:
+def build_block_adapters(config: AdapterConfig, dims: list[int], num_slices: int, skip: bool) -> nn.ModuleList:
     """One adapter per block of width `dims[i]` (an empty list when adapters are off)."""
     built = [
         build_adapter(
@@ -44,12 +44,28 @@ def _adapters(config: AdapterConfig, dims: list[int], num_slices: int, skip: boo
     return nn.ModuleList(adapter for adapter in built if adapter is not None)
 
 
-class AdaptedBlockMixin(nn.Module):
-    """Shared forward of one adapted block: attention (+ adapter in series), MLP (+ adapter beside it)."""
+class AdaptedViTEncoder(nn.Module):
+    """SAM ViT encoder + DConvAdapters (two per block) + encoder depth positional embedding."""
 
-    attention_adapters: nn.ModuleList
-    mlp_adapters: nn.ModuleList
-    parallel_scale: float
+    def __init__(self, encoder: ImageEncoderViT, *, config: AdapterConfig, num_slices: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        dims = [encoder.embed_dim] * len(encoder.blocks)
+        self.attention_adapters = build_block_adapters(config, dims, num_slices, skip=True)
+        self.mlp_adapters = build_block_adapters(config, dims, num_slices, skip=False)
+        self.parallel_scale = config.parallel_scale
+        self.depth_embedding = (
+            DepthPositionalEmbedding(num_slices, encoder.embed_dim) if config.encoder_depth_embedding else None
+        )
+        self.gradient_checkpointing = False
+
+    @property
+    def level_channels(self) -> list[int]:
+        return [self.encoder.embed_dim] * len(self.encoder.global_attn_indexes)
+
+    @property
+    def level_sizes(self) -> list[int]:
+        return [self.encoder.embedding_size] * len(self.encoder.global_attn_indexes)
 
     def adapted_block(
         self,
@@ -70,30 +86,6 @@ class AdaptedBlockMixin(nn.Module):
             adapter: Adapter = self.mlp_adapters[index]
             mlp_out = mlp_out + self.parallel_scale * adapter(normed, grid)
         return tokens + mlp_out
-
-
-class AdaptedViTEncoder(AdaptedBlockMixin):
-    """SAM ViT encoder + DConvAdapters (two per block) + encoder depth positional embedding."""
-
-    def __init__(self, encoder: ImageEncoderViT, *, config: AdapterConfig, num_slices: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        dims = [encoder.embed_dim] * len(encoder.blocks)
-        self.attention_adapters = _adapters(config, dims, num_slices, skip=True)
-        self.mlp_adapters = _adapters(config, dims, num_slices, skip=False)
-        self.parallel_scale = config.parallel_scale
-        self.depth_embedding = (
-            DepthPositionalEmbedding(num_slices, encoder.embed_dim) if config.encoder_depth_embedding else None
-        )
-        self.gradient_checkpointing = False
-
-    @property
-    def level_channels(self) -> list[int]:
-        return [self.encoder.embed_dim] * len(self.encoder.global_attn_indexes)
-
-    @property
-    def level_sizes(self) -> list[int]:
-        return [self.encoder.embedding_size] * len(self.encoder.global_attn_indexes)
 
     def _block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
         block = self.encoder.blocks[index]

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from masksam.backbones.tiny_vit import TinyViT, TinyViTBlock, tokens_to_map
 from masksam.model.config import AdapterConfig
 from masksam.model.depth import DepthPositionalEmbedding
-from masksam.model.image_encoder import EncoderFeatures, _adapters
+from masksam.model.image_encoder import EncoderFeatures, build_block_adapters
 
 
 class AdaptedTinyViTEncoder(nn.Module):
@@ -25,8 +25,8 @@ class AdaptedTinyViTEncoder(nn.Module):
         self.encoder = encoder
         self.attention_blocks: list[TinyViTBlock] = [b for layer in encoder.layers[1:] for b in layer.blocks]
         dims = [block.dim for block in self.attention_blocks]
-        self.attention_adapters = _adapters(config, dims, num_slices, skip=True)
-        self.mlp_adapters = _adapters(config, dims, num_slices, skip=False)
+        self.attention_adapters = build_block_adapters(config, dims, num_slices, skip=True)
+        self.mlp_adapters = build_block_adapters(config, dims, num_slices, skip=False)
         self.parallel_scale = config.parallel_scale
         first_attention_dim = encoder.layers[1].dim
         self.depth_embedding = (
