@@ -308,7 +308,28 @@ class TinyViTBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class ConvLayer(nn.Module):
+def make_downsample(
+    input_resolution: tuple[int, int], dim: int, out_dim: int | None, stride: int
+) -> PatchMerging | None:
+    """The PatchMerging that ends a stage, or None for the last stage (no `out_dim`)."""
+    if out_dim is None:
+        return None
+    return PatchMerging(input_resolution=input_resolution, dim=dim, out_dim=out_dim, stride=stride)
+
+
+class Stage(nn.Module):
+    """A sequence of `blocks` followed by an optional `downsample`; `forward_blocks` runs only the blocks."""
+
+    blocks: nn.ModuleList
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Same layout in and out: maps (B, C, H, W) for stage 0, tokens (B, H*W, C) for the others."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ConvLayer(Stage):
     """Stage 0: MBConv blocks on maps, then `downsample` (PatchMerging, or None for a last stage).
 
     Takes maps (B, C, H, W); `forward_blocks` returns maps (B, C, H, W); `forward` returns tokens
@@ -329,17 +350,7 @@ class ConvLayer(nn.Module):
         self.dim = dim
         self.input_resolution = input_resolution
         self.blocks = nn.ModuleList([MBConv(dim=dim, expand_ratio=expand_ratio) for _ in range(depth)])
-        self.downsample = (
-            None
-            if out_dim is None
-            else PatchMerging(input_resolution=input_resolution, dim=dim, out_dim=out_dim, stride=downsample_stride)
-        )
-
-    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        for block in self.blocks:
-            x = block(x)
-        return x
+        self.downsample = make_downsample(input_resolution, dim, out_dim, downsample_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, H'*W', C') tokens."""
@@ -347,7 +358,7 @@ class ConvLayer(nn.Module):
         return map_to_tokens(x) if self.downsample is None else self.downsample(x)
 
 
-class BasicLayer(nn.Module):
+class BasicLayer(Stage):
     """Stages 1-3: TinyViT blocks on tokens, then `downsample` (PatchMerging, or None for the last stage).
 
     Takes tokens (B, H*W, C); `forward_blocks` returns (B, H*W, C); `forward` returns (B, H'*W', C').
@@ -382,17 +393,7 @@ class BasicLayer(nn.Module):
                 for _ in range(depth)
             ]
         )
-        self.downsample = (
-            None
-            if out_dim is None
-            else PatchMerging(input_resolution=input_resolution, dim=dim, out_dim=out_dim, stride=downsample_stride)
-        )
-
-    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H*W, C) -> (B, H*W, C)."""
-        for block in self.blocks:
-            x = block(x)
-        return x
+        self.downsample = make_downsample(input_resolution, dim, out_dim, downsample_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H*W, C) -> (B, H'*W', C')."""
