@@ -1,0 +1,1 @@
+"""Training: matching and losses, optimisation, checkpoints, logs, and the trainer that runs them."""
