@@ -1,0 +1,301 @@
+"""Time of one MaskSAM training step (forward + backward + AdamW step) and one inference forward on CPU.
+
+Table printed, one row per (backbone, preset): train step s, its forward s and backward+step s, inference
+forward s (eval mode, no autograd) and the peak RSS of the process that ran it. Each row runs in a fresh
+process so its peak RSS is its own. The input is a random (B, C, T, H, W) patch; the loss is the mean square
+of every output (the matcher and losses are not part of this benchmark). Trainable tensors that start at
+zero (adapter outputs, depth tables) get small random values, as after some training, so every branch of
+the model does real work and the gradient check below means something.
+
+``--compare REF`` runs the same rows on the package as committed at git revision REF (extracted into a
+temporary folder) and on the working tree, alternating the two processes ``--rounds`` times (the machine is
+shared and noisy; a ratio measured side by side is more trustworthy than two tables taken at different
+times). It also checks that both give the same outputs and the same gradients (max relative difference).
+
+Usage::
+
+    python benchmarks/bench_train_step.py [--rows tiny lite_medsam] [--vit-b] [--batch 1] [--repeats 3]
+        [--threads 2] [--compare REF] [--rounds 1] [--profile]
+
+``lite_medsam`` uses the real weights when ``masksam weights lite_medsam`` has been run (random weights
+otherwise: same cost); ``--vit-b`` adds a ViT-B row at 256² (random weights, slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (row name, preset, config overrides): the shipped presets with their default backbone.
+ROWS: dict[str, tuple[str, dict[str, object]]] = {
+    "tiny": ("tiny", {}),
+    "lite_medsam": ("acdc", {}),
+    "vit_b": ("acdc", {"backbone": "vit_b"}),
+}
+
+
+@dataclass
+class Timing:
+    """Seconds per measured repeat, and the worker's peak resident memory."""
+
+    row: str
+    backbone: str
+    preset: str
+    batch: int
+    forward: list[float]
+    backward: list[float]
+    inference: list[float]
+    peak_rss_mb: float
+    package: str
+
+
+def worker(spec: dict[str, object]) -> None:
+    """Build the model of one row, time it, print a `Timing` as one JSON line; save outputs if asked."""
+    sys.path.insert(0, str(spec["source"]))  # the package under test: the working tree or an extracted REF
+    import dataclasses
+    import resource
+    import time
+
+    import torch
+
+    import masksam
+    from masksam.backbones.weights import find_cached_weights
+    from masksam.model.config import preset_config
+    from masksam.model.masksam import build_masksam
+
+    torch.set_num_threads(int(spec["threads"]))
+    preset, overrides = ROWS[str(spec["row"])]
+    config = preset_config(preset, **overrides)
+    torch.manual_seed(0)
+    checkpoint = find_cached_weights(config.backbone) if config.backbone == "lite_medsam" else None
+    model = build_masksam(config, checkpoint)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    batch = int(spec["batch"])
+    volume = torch.randn((batch, config.in_channels, *config.patch_size), generator=generator)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def loss_of(output: object) -> torch.Tensor:
+        return sum(getattr(output, f.name).float().square().mean() for f in dataclasses.fields(output))
+
+    def train_step() -> tuple[float, float]:
+        start = time.perf_counter()
+        output = model(volume)
+        middle = time.perf_counter()
+        loss_of(output).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return middle - start, time.perf_counter() - middle
+
+    def inference() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(volume)
+        return time.perf_counter() - start
+
+    save = spec.get("save")
+    if save:  # outputs and gradients of the untouched model, before any optimizer step
+        model.eval()
+        with torch.no_grad():
+            output = model(volume)
+        outputs = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+        model.train()
+        loss_of(model(volume)).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        optimizer.zero_grad(set_to_none=True)
+        torch.save({"outputs": outputs, "grads": grads}, str(save))
+
+    model.train()
+    train_step()  # warm-up: first calls pick kernels and grow the allocator
+    forward, backward = zip(*(train_step() for _ in range(int(spec["repeats"]))), strict=True)
+    model.eval()
+    inference()
+    inference_times = [inference() for _ in range(int(spec["repeats"]))]
+    if spec.get("profile"):
+        print_profile(model.train(), train_step)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timing = Timing(
+        row=str(spec["row"]),
+        backbone=config.backbone,
+        preset=preset,
+        batch=batch,
+        forward=list(forward),
+        backward=list(backward),
+        inference=inference_times,
+        peak_rss_mb=peak_mb,
+        package=str(Path(masksam.__file__).parent),
+    )
+    print("RESULT " + json.dumps(asdict(timing)), flush=True)
+
+
+def print_profile(model: object, train_step: object) -> None:
+    """Top operators by self CPU time over one training step (stderr)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
+
+
+def run_worker(source: Path, row: str, args: argparse.Namespace, save: Path | None = None) -> Timing:
+    """Run `worker` in a fresh Python process on the package found under `source`."""
+    spec = {
+        "source": str(source),
+        "row": row,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "save": str(save) if save else None,
+        "profile": args.profile,
+    }
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if args.profile:
+        print(done.stderr, file=sys.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"worker for {row} on {source} failed:\n{done.stderr[-3000:]}")
+    timing = Timing(**json.loads(lines[-1][len("RESULT ") :]))
+    if not Path(timing.package).is_relative_to(source):
+        raise SystemExit(f"the worker imported masksam from {timing.package}, not from {source}")
+    return timing
+
+
+def extract_revision(revision: str, into: Path) -> Path:
+    """Write the `masksam/` package as committed at `revision` under `into`; return `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = into / "package.tar"
+    with open(archive, "wb") as handle:
+        subprocess.run(["git", "-C", str(REPO), "archive", revision, "masksam"], stdout=handle, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def max_relative_difference(reference: Path, candidate: Path) -> dict[str, float]:
+    """max |a - b| / max |a| per saved tensor group (outputs, gradients); inf when keys or shapes differ."""
+    import torch
+
+    ref, new = torch.load(reference), torch.load(candidate)
+    result = {}
+    for group in ("outputs", "grads"):
+        worst = 0.0
+        if ref[group].keys() != new[group].keys():
+            result[group] = float("inf")
+            continue
+        for name, a in ref[group].items():
+            b = new[group][name]
+            if a.shape != b.shape:
+                worst = float("inf")
+                break
+            scale = a.abs().max().clamp_min(1e-12)
+            worst = max(worst, ((a - b).abs().max() / scale).item())
+        result[group] = worst
+    return result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(rows: list[tuple[str, Timing]]) -> None:
+    header = ["version", "backbone", "preset", "batch", "train step s", "forward s", "backward s", "infer s", "RSS MB"]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for version, t in rows:
+        forward, backward = median(t.forward), median(t.backward)
+        steps = [f + b for f, b in zip(t.forward, t.backward, strict=True)]
+        cells = [version, t.backbone, t.preset, str(t.batch), f"{median(steps):.2f}", f"{forward:.2f}"]
+        cells += [f"{backward:.2f}", f"{median(t.inference):.2f}", f"{t.peak_rss_mb:.0f}"]
+        print(" | ".join(cells))
+
+
+def merge(timings: list[Timing]) -> Timing:
+    """One Timing holding the repeats of several worker runs of the same row (peak RSS: the largest)."""
+    first = timings[0]
+    return Timing(
+        row=first.row,
+        backbone=first.backbone,
+        preset=first.preset,
+        batch=first.batch,
+        forward=[x for t in timings for x in t.forward],
+        backward=[x for t in timings for x in t.backward],
+        inference=[x for t in timings for x in t.inference],
+        peak_rss_mb=max(t.peak_rss_mb for t in timings),
+        package=first.package,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", nargs="+", default=["tiny", "lite_medsam"], choices=list(ROWS))
+    parser.add_argument("--vit-b", action="store_true", help="add the ViT-B row (slow)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare", metavar="REF", help="git revision to compare the working tree with")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating processes per version with --compare")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of one training step")
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    rows = list(dict.fromkeys(args.rows + (["vit_b"] if args.vit_b else [])))
+    if not args.compare:
+        print_table([("tree", run_worker(REPO, row, args)) for row in rows])
+        return
+
+    with tempfile.TemporaryDirectory() as folder:
+        reference = extract_revision(args.compare, Path(folder) / "ref")
+        table: list[tuple[str, Timing]] = []
+        checks = []
+        for row in rows:
+            runs: dict[str, list[Timing]] = {args.compare: [], "tree": []}
+            saves = {args.compare: Path(folder) / f"{row}-ref.pt", "tree": Path(folder) / f"{row}-tree.pt"}
+            for round_index in range(args.rounds):
+                for version, source in ((args.compare, reference), ("tree", REPO)):
+                    save = saves[version] if round_index == 0 else None
+                    runs[version].append(run_worker(source, row, args, save))
+            table += [(version, merge(timings)) for version, timings in runs.items()]
+            ref, new = (merge(runs[args.compare]), merge(runs["tree"]))
+            ratio = [
+                median([f + b for f, b in zip(ref.forward, ref.backward, strict=True)])
+                / median([f + b for f, b in zip(new.forward, new.backward, strict=True)]),
+                median(ref.forward) / median(new.forward),
+                median(ref.backward) / median(new.backward),
+                median(ref.inference) / median(new.inference),
+            ]
+            difference = max_relative_difference(saves[args.compare], saves["tree"])
+            checks.append((row, ratio, difference))
+        print_table(table)
+        print()
+        print("row | speed-up train step | forward | backward | inference | max rel. diff outputs | gradients")
+        print("--- | --- | --- | --- | --- | --- | ---")
+        for row, ratio, difference in checks:
+            cells = [row, *(f"{r:.2f}x" for r in ratio)]
+            cells += [f"{difference['outputs']:.1e}", f"{difference['grads']:.1e}"]
+            print(" | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
