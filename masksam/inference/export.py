@@ -1,0 +1,138 @@
+"""Writing predictions: a label map with exactly the input image's header, and optional class scores.
+
+The label map copies the input's NIfTI header (qform and sform with their codes, pixdim, units, orientation,
+intents, extensions) and changes only what a label map must: the data type (uint8, or int16 beyond 255
+labels), the scaling (slope 1, intercept 0) and the display range. Files are written to a temporary file in
+the output folder and renamed over the target, so an interrupted run never leaves a truncated file, and a
+path that is one of the input files is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from masksam.errors import MaskSamError
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+def label_dtype(max_value: int) -> np.dtype:
+    """uint8 when every label fits, else int16."""
+    if max_value <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if max_value <= np.iinfo(np.int16).max:
+        return np.dtype(np.int16)
+    raise MaskSamError(f"label value {max_value} does not fit int16; masksam supports at most 32767 labels")
+
+
+def nifti_ending(path: Path) -> str:
+    """``.nii.gz`` or ``.nii`` (the ending of ``path``), ``.nii.gz`` for anything else."""
+    name = Path(path).name
+    return next((ending for ending in NIFTI_ENDINGS if name.endswith(ending)), ".nii.gz")
+
+
+def probabilities_path(label_path: Path) -> Path:
+    """``OUT/CASE.npz`` beside ``OUT/CASE.nii.gz``."""
+    label_path = Path(label_path)
+    return label_path.with_name(label_path.name[: -len(nifti_ending(label_path))] + ".npz")
+
+
+def ensure_not_input(path: Path, inputs: Iterable[Path]) -> None:
+    """Refuses to write over an input file.
+
+    Raises:
+        MaskSamError: ``path`` is (or resolves to) one of ``inputs``.
+    """
+    path = Path(path)
+    target = path.resolve()
+    for source in inputs:
+        source = Path(source)
+        same = path.exists() and source.exists() and os.path.samefile(path, source)
+        if same or source.resolve() == target:
+            raise MaskSamError(f"{path}: would overwrite the input file {source}; choose another output folder")
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Calls ``write(temporary_path)`` in ``path``'s folder, then renames the result over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = nifti_ending(path) if path.name.endswith(NIFTI_ENDINGS) else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise MaskSamError(
+            f"{path}: could not write ({error.strerror or error}); check space and permissions"
+        ) from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: Iterable[Path] = ()) -> Path:
+    """Writes a label map on the reference image's grid with the reference's header.
+
+    Args:
+        labels: (X, Y, Z) integer label values in the reference file's voxel order.
+        reference: The input image the prediction was made from (its header is copied).
+        path: Output ``.nii.gz`` or ``.nii`` file.
+        inputs: Files that must not be overwritten (the case's input channels).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        MaskSamError: ``labels`` does not fit the reference grid, or ``path`` is an input file.
+    """
+    path = Path(path)
+    ensure_not_input(path, [reference, *inputs])
+    source = nib.load(str(reference))
+    spatial_shape = tuple(source.shape[:3]) if len(source.shape) >= 3 else (*source.shape, 1)
+    if tuple(labels.shape) != spatial_shape:
+        raise MaskSamError(
+            f"{reference}: prediction of shape {labels.shape} does not fit the image's {spatial_shape}; "
+            "this is a bug in masksam, please report it"
+        )
+    dtype = label_dtype(int(labels.max(initial=0)))
+    header = source.header.copy()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = 0, int(labels.max(initial=0))
+    # affine=None keeps the copied qform/sform (and their codes) exactly as they are in the input.
+    image = nib.Nifti1Image(np.ascontiguousarray(labels, dtype=dtype), None, header=header)
+    _replace_atomically(path, lambda tmp: nib.save(image, tmp))
+    return path
+
+
+def write_probabilities(
+    probabilities: np.ndarray, path: Path, *, class_names: list[str], inputs: Iterable[Path] = ()
+) -> Path:
+    """Writes class scores as a compressed ``.npz`` (keys ``probabilities`` and ``class_names``).
+
+    Args:
+        probabilities: (K, X, Y, Z) float16 scores in the input file's voxel order.
+        path: Output ``.npz`` file.
+        class_names: K names, in class order.
+        inputs: Files that must not be overwritten.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    ensure_not_input(path, inputs)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a file object keeps numpy from appending ".npz" to the name
+            np.savez_compressed(
+                handle, probabilities=probabilities.astype(np.float16, copy=False), class_names=np.array(class_names)
+            )
+
+    _replace_atomically(path, write)
+    return path
