@@ -1,0 +1,371 @@
+"""Predicting label maps of whole volumes with one or more trained folds (DESIGN §6).
+
+For one case, given as channels in file order (C, X, Y, Z) with the file's affine::
+
+    preprocess exactly as training (``preprocess_arrays``: transpose, crop to non-zero, normalise, resample)
+      -> sliding window (Gaussian weighting; mirroring TTA; the folds' semantic scores averaged per window)
+      -> argmax per finished slab of slices, in the preprocessed grid
+      -> ``restore_original_geometry`` of the class-id map -> class id to label value -> the file's grid
+
+Memory choice. Averaging the folds per window equals averaging their whole score maps (the blend is linear),
+so one pass serves the ensemble. The sliding window hands out finished slices as soon as no later window
+touches them, and each slab is reduced to class ids at once: the only full-volume arrays are the input, the
+preprocessed image, and (T, H, W) uint8 class ids. The accumulator spans about one patch depth (K × ~T_patch
+× H × W float32). The class-id map is taken back to the file grid by ``resample_label`` (linear interpolation
+of one class's mask at a time, the strongest class wins) rather than resampling K float score maps and taking
+the argmax there: on a 512×512×300 CT with 16 classes the latter holds 16 float32 volumes (5 GB); see
+``benchmarks/bench_predict.py`` for measured peaks. Both give the same result where no resampling is needed.
+
+With ``probabilities=True`` the scores are also kept, in float16 in the preprocessed grid, and restored one
+class at a time into a float16 (K, X, Y, Z) array. Outside the non-zero crop box the background score is 1 and
+every other score 0 (the label there is background).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from masksam.data.io import Geometry, read_volume
+from masksam.data.plans import Plans
+from masksam.data.preprocessing import preprocess_arrays, restore_original_geometry
+from masksam.errors import CheckpointError, ConfigError, DatasetError
+from masksam.inference.export import (
+    label_dtype,
+    nifti_ending,
+    probabilities_path,
+    write_label_map,
+    write_probabilities,
+)
+from masksam.inference.semantic import semantic_scores
+from masksam.inference.sliding_window import SlidingWindowConfig, stream_scores
+from masksam.inference.tta import mirror_axes, with_mirroring
+from masksam.training.checkpoint import (
+    TrainedModel,
+    checkpoint_path,
+    find_fold_checkpoints,
+    fold_dir,
+    load_trained_model,
+)
+
+# Plans fields that must agree between folds for their predictions to be averaged.
+_SHARED_PLANS_FIELDS = ("channel_names", "labels", "num_classes", "transpose", "target_spacing", "anisotropic")
+
+
+@dataclass
+class Prediction:
+    """A case's prediction on its file grid.
+
+    Attributes:
+        labels: (X, Y, Z) label values (uint8, or int16 beyond 255), file voxel order.
+        affine: The file's 4x4 affine.
+        probabilities: (K, X, Y, Z) float16 class scores, or None.
+    """
+
+    labels: np.ndarray
+    affine: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other names as given.
+
+    Raises:
+        ConfigError: A CUDA device was asked for on a machine without one.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for but CUDA is not available here; use --device cpu")
+    return resolved
+
+
+def select_checkpoints(
+    model_dir: Path, *, folds: Sequence[int] | None = None, checkpoint: str | None = None
+) -> tuple[list[Path], list[str]]:
+    """The checkpoint file of every fold to predict with.
+
+    ``checkpoint=None`` takes each fold's ``checkpoint_final.pt`` and falls back to ``checkpoint_latest.pt``
+    (with a warning) for a fold whose training has not finished; a named checkpoint is required as named.
+
+    Args:
+        model_dir: Training output folder (``MODEL_DIR/fold_F/checkpoint_*.pt``).
+        folds: Folds to use (-1 for ``fold_all``); None for every fold found.
+        checkpoint: ``final``, ``best``, ``latest``, or None (see above).
+
+    Returns:
+        (checkpoint paths, warnings to show).
+
+    Raises:
+        CheckpointError: The folder or a requested checkpoint does not exist.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: model folder not found; pass the output folder of 'masksam train' with -m")
+    if checkpoint is not None:
+        return find_fold_checkpoints(model_dir, list(folds) if folds else None, checkpoint), []
+    if folds:
+        directories = [fold_dir(model_dir, fold) for fold in folds]
+    else:
+        directories = sorted(path for path in model_dir.glob("fold_*") if path.is_dir())
+    paths, warnings = [], []
+    for directory in directories:
+        final, latest = checkpoint_path(directory, "final"), checkpoint_path(directory, "latest")
+        if final.is_file():
+            paths.append(final)
+        elif latest.is_file():
+            paths.append(latest)
+            warnings.append(f"{final} not found (training unfinished?); using {latest.name} instead")
+        elif folds:
+            raise CheckpointError(
+                f"{final}: checkpoint not found (nor {latest.name}); train that fold or change --folds"
+            )
+    if not paths:
+        raise CheckpointError(
+            f"{model_dir}: no fold_*/checkpoint_final.pt or checkpoint_latest.pt; train first "
+            f"('masksam train ... -o {model_dir}') or check -m"
+        )
+    return paths, warnings
+
+
+class Predictor:
+    """Predicts label maps of whole volumes with an ensemble of trained folds."""
+
+    def __init__(
+        self,
+        models: Sequence[TrainedModel],
+        *,
+        device: str | torch.device = "cpu",
+        step: float = 0.5,
+        tta: bool = True,
+        mirror_depth: bool = False,
+        windows_per_batch: int = 4,
+    ) -> None:
+        """
+        Args:
+            models: One trained model per fold (same plans and patch); their class scores are averaged.
+            device: Where windows are scored (``"auto"``: CUDA if available).
+            step: Largest distance between windows as a fraction of the patch.
+            tta: Average over mirrored copies of every window (H and W; also T with ``mirror_depth``).
+            mirror_depth: Also mirror the through-plane axis (8 instead of 4 copies).
+            windows_per_batch: Windows per forward pass.
+
+        Raises:
+            CheckpointError: No models, or folds trained with different plans or model settings.
+            ConfigError: Invalid step or windows per batch, or an unavailable device.
+        """
+        if not models:
+            raise CheckpointError("no trained model given; pass at least one checkpoint")
+        first = models[0]
+        for other in models[1:]:
+            _check_same_training(first, other)
+        if not 0 < step <= 1:
+            raise ConfigError(f"step {step} must be in (0, 1] (0.5: windows overlap by half)")
+        if windows_per_batch < 1:
+            raise ConfigError(f"windows per batch must be at least 1, got {windows_per_batch}")
+        self.device = resolve_device(device)
+        self.plans: Plans = first.plans
+        config = first.model.config
+        self.num_classes: int = config.num_classes
+        self.include_background: bool = config.include_background
+        self.models = [trained.model.to(self.device).eval() for trained in models]
+        self.paths = [trained.path for trained in models]
+        self.window = SlidingWindowConfig(
+            patch_size=tuple(config.patch_size), step=step, windows_per_batch=windows_per_batch
+        )
+        self.mirror_axes = mirror_axes(mirror_depth=mirror_depth) if tta else ()
+        values = sorted(set(self.plans.labels.values()))
+        if len(values) != self.num_classes:
+            raise CheckpointError(
+                f"{first.path}: plans list {len(values)} labels but the model predicts {self.num_classes} classes"
+            )
+        self.label_values = np.asarray(values, dtype=label_dtype(max(values)))  # class id -> label value
+        by_value = {value: name for name, value in self.plans.labels.items()}
+        self.class_names = [by_value[value] for value in values]
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[Path],
+        *,
+        device: str | torch.device = "cpu",
+        backbone_checkpoint: Path | None = None,
+        **settings,
+    ) -> Predictor:
+        """Loads one model per checkpoint file and builds a predictor (``settings``: see ``__init__``).
+
+        Raises:
+            CheckpointError: A checkpoint is missing, unreadable or inconsistent with the others.
+        """
+        resolved = resolve_device(device)
+        models = [load_trained_model(path, device=resolved, backbone_checkpoint=backbone_checkpoint) for path in paths]
+        return cls(models, device=resolved, **settings)
+
+    @property
+    def num_channels(self) -> int:
+        """C, input channels the models need."""
+        return self.plans.num_channels
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()  # bf16 is emulated on CPUs without AMX (DESIGN §2): stay in fp32
+
+    def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Fold-averaged semantic class scores of a batch of patches (no mirroring).
+
+        Args:
+            patches: (B, C, T, H, W) preprocessed patches on the predictor's device.
+
+        Returns:
+            (B, K, T, H, W) float32 scores.
+        """
+        batch, _, num_slices, height, width = patches.shape
+        total = None
+        for model in self.models:
+            with self._autocast():
+                output = model(patches)
+            scores = semantic_scores(
+                output.class_logits, output.mask_logits, include_background=self.include_background
+            )  # (B*T, K, H, W), float32 outside autocast
+            scores = scores.reshape(batch, num_slices, -1, height, width).transpose(1, 2)  # (B, K, T, H, W)
+            total = scores if total is None else total + scores
+        return total / len(self.models)
+
+    def predict_preprocessed(
+        self, image: np.ndarray, *, keep_scores: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class ids (and optionally scores) of a preprocessed volume.
+
+        Args:
+            image: (C, T, H, W) float32 preprocessed image.
+            keep_scores: Also return the class scores.
+
+        Returns:
+            (class ids (T, H, W) uint8/int16, scores (K, T, H, W) float16 or None).
+        """
+        volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))  # (C, T, H, W)
+        class_ids = np.empty(volume.shape[1:], dtype=label_dtype(self.num_classes - 1))
+        scores = np.empty((self.num_classes, *volume.shape[1:]), np.float16) if keep_scores else None
+        score_function = with_mirroring(self.score_patches, self.mirror_axes)
+        with torch.inference_mode():
+            for slab in stream_scores(
+                volume, score_function, num_classes=self.num_classes, config=self.window, device=self.device
+            ):
+                ids = slab.scores.argmax(dim=0).to(torch.int16)  # (rows, H, W)
+                class_ids[slab.start : slab.stop] = ids.cpu().numpy()
+                if scores is not None:
+                    scores[:, slab.start : slab.stop] = slab.scores.half().cpu().numpy()
+        return class_ids, scores
+
+    def predict(self, image: np.ndarray, affine: np.ndarray, *, probabilities: bool = False) -> Prediction:
+        """Predicts one case given as arrays in file order.
+
+        Args:
+            image: (C, X, Y, Z) channels in the file's voxel order.
+            affine: The files' 4x4 voxel-to-world matrix.
+            probabilities: Also return the class scores on the file grid.
+
+        Returns:
+            The label map (and scores) on the file grid.
+
+        Raises:
+            DatasetError: Wrong number of channels or dimensions.
+        """
+        if image.ndim != 4 or image.shape[0] != self.num_channels:
+            raise DatasetError(
+                f"image of shape {image.shape} does not fit the model: it needs (C, X, Y, Z) with "
+                f"C = {self.num_channels} channel(s) ({', '.join(self.plans.channel_names.values())})"
+            )
+        geometry = Geometry.from_affine(image.shape[1:], affine)
+        preprocessed, _, properties = preprocess_arrays(image, None, geometry, self.plans)
+        class_ids, scores = self.predict_preprocessed(preprocessed, keep_scores=probabilities)
+        del preprocessed
+        restored, file_affine = restore_original_geometry(class_ids, properties, is_label=True)
+        labels = self.label_values[restored]  # (X, Y, Z) label values
+        restored_scores = self._restore_scores(scores, properties) if scores is not None else None
+        return Prediction(labels=labels, affine=file_affine, probabilities=restored_scores)
+
+    def predict_array(self, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """Label map (X, Y, Z) of a (C, X, Y, Z) image in file order (see :meth:`predict`)."""
+        return self.predict(image, affine).labels
+
+    def _restore_scores(self, scores: np.ndarray, properties: dict) -> np.ndarray:
+        """(K, T, H, W) float16 preprocessed-grid scores -> (K, X, Y, Z) float16 on the file grid, class by class."""
+        shape = tuple(properties["original_geometry"]["shape"])
+        restored = np.empty((self.num_classes, *shape), dtype=np.float16)
+        for index in range(self.num_classes):  # one float32 class map at a time bounds memory
+            channel = scores[index : index + 1].astype(np.float32)  # (1, T, H, W)
+            if index == 0:  # restored as 1 - score, so the area outside the crop box gets background score 1
+                channel = 1.0 - channel
+            values, _ = restore_original_geometry(channel, properties, is_label=False)
+            restored[index] = 1.0 - values[0] if index == 0 else values[0]
+        return restored
+
+    def predict_case(self, files: Sequence[Path], output_path: Path, *, save_probabilities: bool = False) -> list[Path]:
+        """Predicts one case from its channel files and writes ``output_path`` (and ``CASE.npz``).
+
+        Args:
+            files: One NIfTI file per channel, in channel order.
+            output_path: Label map to write (``.nii.gz``/``.nii``); gets the first channel file's header.
+            save_probabilities: Also write the class scores as ``.npz`` beside it.
+
+        Returns:
+            The files written.
+
+        Raises:
+            DatasetError: Unreadable files, wrong channel count, or channels on different grids.
+            MaskSamError: The output would overwrite an input.
+        """
+        files = [Path(f) for f in files]
+        case_id = Path(output_path).name[: -len(nifti_ending(Path(output_path)))]
+        if len(files) != self.num_channels:
+            raise DatasetError(
+                f"case {case_id}: {len(files)} channel file(s) given but the model needs {self.num_channels}; "
+                "pass one file per channel (CASE_0000, CASE_0001, ...)"
+            )
+        volumes = [read_volume(path, case_id=case_id) for path in files]
+        reference = volumes[0]
+        for volume in volumes[1:]:
+            if volume.geometry.shape != reference.geometry.shape:
+                raise DatasetError(
+                    f"case {case_id}, file {volume.path}: shape {volume.geometry.shape} differs from "
+                    f"{reference.path.name}'s {reference.geometry.shape}; resample all channels onto one grid"
+                )
+        image = np.stack([volume.array for volume in volumes])  # (C, X, Y, Z)
+        del volumes
+        prediction = self.predict(image, reference.geometry.affine, probabilities=save_probabilities)
+        del image
+        written = [write_label_map(prediction.labels, files[0], Path(output_path), inputs=files)]
+        if prediction.probabilities is not None:
+            written.append(
+                write_probabilities(
+                    prediction.probabilities,
+                    probabilities_path(Path(output_path)),
+                    class_names=self.class_names,
+                    inputs=files,
+                )
+            )
+        return written
+
+
+def _check_same_training(first: TrainedModel, other: TrainedModel) -> None:
+    """Raises a one-line CheckpointError when two folds cannot be averaged."""
+    first_plans, other_plans = first.plans.to_json(), other.plans.to_json()
+    differences = [name for name in _SHARED_PLANS_FIELDS if first_plans[name] != other_plans[name]]
+    if first_plans["normalization"] != other_plans["normalization"]:
+        differences.append("normalization")
+    for name in ("patch_size", "num_classes", "include_background", "in_channels"):
+        if getattr(first.model.config, name) != getattr(other.model.config, name):
+            differences.append(name)
+    if differences:
+        raise CheckpointError(
+            f"{other.path}: trained with other settings than {first.path} ({', '.join(differences)}); "
+            "ensemble only folds of one training run"
+        )
