@@ -122,3 +122,31 @@ def write_case(folder: Path, case_id: str, channels: list[np.ndarray], affine: n
 
 def replace_plans(plans: Plans, **changes) -> Plans:
     return dataclasses.replace(plans, **changes)
+
+
+def planned_plans(root: Path, *, num_cases: int = 2, shape=(40, 36, 8), spacing=(1.5, 1.5, 6.0)) -> Plans:
+    """Plans of a small synthetic nnU-Net raw dataset, planned by ``masksam plan``'s code (no cache)."""
+    import json
+
+    from masksam.data.pipeline import plan_and_preprocess
+
+    dataset = Path(root) / "Dataset001_Synthetic"
+    affine = np.diag([*spacing, 1.0])
+    (dataset / "labelsTr").mkdir(parents=True)
+    for index in range(num_cases):
+        image = synthetic_image(shape, seed=index)
+        label = np.zeros(shape, np.uint8)
+        label[image > 130] = 1
+        label[image > 200] = 2
+        write_case(dataset / "imagesTr", f"case_{index:03d}", [image], affine)
+        nib.save(nib.Nifti1Image(label, affine), str(dataset / "labelsTr" / f"case_{index:03d}.nii.gz"))
+    description = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "class1": 1, "class2": 2},
+        "numTraining": num_cases,
+        "file_ending": ".nii.gz",
+        "name": "Synthetic",
+    }
+    (dataset / "dataset.json").write_text(json.dumps(description))
+    result = plan_and_preprocess(dataset, Path(root) / "plans", num_workers=0, preprocess=False, progress=False)
+    return replace_plans(result.plans, patch_size=TINY_PATCH, num_queries=4)

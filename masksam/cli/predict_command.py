@@ -1,0 +1,126 @@
+"""``masksam predict``: label maps for a folder of NIfTI cases, with the inputs' exact geometry.
+
+Checkpoint choice: by default each fold's ``checkpoint_final.pt``; a fold whose training has not finished
+falls back to ``checkpoint_latest.pt`` with a warning (so a long run can be tried before it ends). Naming
+``--checkpoint final|best|latest`` makes that file required in every fold.
+
+A case that cannot be predicted (unreadable file, wrong channel count, ...) gets one error line and the
+others go on; the command exits non-zero at the end if any case failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from masksam.errors import ConfigError, DatasetError, MaskSamError
+
+
+def parse_folds(folds: str | None) -> list[int] | None:
+    """``"0,1,2"`` -> [0, 1, 2]; ``"all"`` -> [-1] (``fold_all``); None -> every trained fold.
+
+    Raises:
+        ConfigError: Not a comma-separated list of fold numbers.
+    """
+    if folds is None or not folds.strip():
+        return None
+    parsed = []
+    for item in folds.split(","):
+        item = item.strip()
+        if item == "all":
+            parsed.append(-1)
+            continue
+        try:
+            parsed.append(int(item))
+        except ValueError:
+            raise ConfigError(f"--folds {folds!r}: expected fold numbers like 0,1,2 or 'all'") from None
+    return parsed
+
+
+def check_output_folder(input_dir: Path, output_dir: Path) -> None:
+    """Refuses to write predictions into the input folder.
+
+    Raises:
+        ConfigError: ``output_dir`` is ``input_dir`` (after resolving links).
+    """
+    if output_dir.resolve() == input_dir.resolve():
+        raise ConfigError(
+            f"{output_dir}: the output folder is the input folder; choose another -o so inputs are never overwritten"
+        )
+
+
+def predict(
+    input_dir: Path = typer.Option(..., "--input", "-i", help="Folder of CASE_0000.nii.gz files (one per channel)."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for CASE.nii.gz label maps (created)."),
+    model_dir: Path = typer.Option(..., "--model", "-m", help="Output folder of 'masksam train' (fold_*/...)."),
+    checkpoint: str = typer.Option(
+        None,
+        "--checkpoint",
+        "-c",
+        help="final, best or latest in every fold (default: final, else latest with a warning).",
+    ),
+    folds: str = typer.Option(None, "--folds", "-f", help="Folds to ensemble, e.g. 0,1,2 or all (default: all found)."),
+    no_tta: bool = typer.Option(False, "--no-tta", help="Skip mirroring test-time augmentation (4x faster)."),
+    mirror_depth: bool = typer.Option(False, "--mirror-depth", help="Also mirror along the slice axis (8 copies)."),
+    step: float = typer.Option(0.5, "--step", min=0.05, max=1.0, help="Window step as a fraction of the patch."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write CASE.npz with float16 class scores on the file grid."
+    ),
+    backbone_checkpoint: Path = typer.Option(
+        None, "--backbone-checkpoint", help="Official SAM weights, if the recorded file is not on this machine."
+    ),
+    windows_per_batch: int = typer.Option(4, "--windows-per-batch", min=1, help="Windows per forward pass."),
+) -> None:
+    """Segment every case of a folder and write CASE.nii.gz with the input's affine and header."""
+    from tqdm import tqdm
+
+    from masksam.inference.cases import find_prediction_cases
+    from masksam.inference.predictor import Predictor, select_checkpoints
+
+    if not input_dir.is_dir():
+        raise DatasetError(f"{input_dir}: input folder not found; pass a folder of CASE_0000.nii.gz files with -i")
+    check_output_folder(input_dir, output_dir)
+    paths, warnings = select_checkpoints(model_dir, folds=parse_folds(folds), checkpoint=checkpoint)
+    for warning in warnings:
+        print(f"masksam: warning: {warning}", file=sys.stderr)
+    predictor = Predictor.from_checkpoints(
+        paths,
+        device=device,
+        backbone_checkpoint=backbone_checkpoint,
+        step=step,
+        tta=not no_tta,
+        mirror_depth=mirror_depth,
+        windows_per_batch=windows_per_batch,
+    )
+    cases, ignored = find_prediction_cases(input_dir, num_channels=predictor.num_channels)
+    if ignored:
+        names = ", ".join(path.name for path in ignored[:3]) + (" ..." if len(ignored) > 3 else "")
+        print(f"masksam: warning: ignored {len(ignored)} file(s) not named CASE_XXXX (e.g. {names})", file=sys.stderr)
+    if not cases:
+        raise DatasetError(f"{input_dir}: no CASE_0000.nii.gz files; name inputs as nnU-Net does (CASE_XXXX.nii.gz)")
+    print(
+        f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device}"
+        f"{'' if no_tta else ', mirroring TTA'}: {input_dir} -> {output_dir}",
+        file=sys.stderr,
+    )
+    failed = []
+    started = time.perf_counter()
+    for case in tqdm(cases, desc="predicting", unit="case", disable=None, file=sys.stderr):
+        try:
+            if case.problem is not None:
+                raise DatasetError(case.problem)
+            predictor.predict_case(
+                case.files, output_dir / f"{case.case_id}{case.ending}", save_probabilities=save_probabilities
+            )
+        except MaskSamError as error:
+            tqdm.write(f"masksam: error: {error}", file=sys.stderr)
+            failed.append(case.case_id)
+    done = len(cases) - len(failed)
+    print(f"wrote {done} of {len(cases)} case(s) to {output_dir} in {time.perf_counter() - started:.1f} s")
+    if failed:
+        names = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+        raise MaskSamError(f"{len(failed)} of {len(cases)} case(s) failed ({names}); see the errors above")

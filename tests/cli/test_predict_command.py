@@ -1,0 +1,190 @@
+"""``masksam predict``: a folder in, label maps out with the inputs' geometry; one error line per bad case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import typer
+from inference.builders import planned_plans, save_tiny_checkpoint, synthetic_image, write_case
+from typer.testing import CliRunner
+
+from masksam.cli.predict_command import parse_folds, predict
+from masksam.errors import CheckpointError, ConfigError, MaskSamError
+
+app = typer.Typer(pretty_exceptions_enable=False)
+app.command()(predict)
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training folder with fold 0 finished (final) and fold 1 unfinished (latest only)."""
+    root = tmp_path_factory.mktemp("model")
+    plans = planned_plans(root / "dataset")
+    save_tiny_checkpoint(root / "model", plans, fold=0, name="final", seed=0)
+    save_tiny_checkpoint(root / "model", plans, fold=1, name="latest", seed=1)
+    return root / "model"
+
+
+def oblique(flip: bool = False) -> np.ndarray:
+    affine = np.diag([-1.5 if flip else 1.5, 1.5, 6.0, 1.0])
+    angle = np.deg2rad(30)
+    affine[:2, :2] = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ affine[:2, :2]
+    affine[:3, 3] = [5.0, -7.0, 11.0]
+    return affine
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def test_bad_cases_get_one_line_each_and_the_others_are_written(tmp_path: Path, model_dir: Path) -> None:
+    inputs = tmp_path / "in"
+    good = {"good_a": oblique(), "good_b": oblique(flip=True)}
+    for case_id, affine in good.items():
+        write_case(inputs, case_id, [synthetic_image((40, 36, 8))], affine)
+    write_case(inputs, "twochan", [synthetic_image((40, 36, 8))] * 2, oblique())
+    (inputs / "broken_0000.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    (inputs / "README.txt").write_text("notes")
+    result = invoke("-i", inputs, "-o", tmp_path / "out", "-m", model_dir, "--folds", "0", "--no-tta")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, MaskSamError)
+    assert str(result.exception).startswith("2 of 4 case(s) failed (broken, twochan)")
+    lines = error_lines(result.stderr)
+    assert len(lines) == 2, result.stderr
+    assert "case broken" in lines[0] and "broken_0000.nii.gz: unreadable NIfTI" in lines[0]
+    assert "case twochan" in lines[1] and "needs 1 channel(s)" in lines[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_a.nii.gz", "good_b.nii.gz"]
+    for case_id, affine in good.items():
+        np.testing.assert_allclose(nib.load(str(inputs / f"{case_id}_0000.nii.gz")).affine, affine, atol=1e-5)
+        image = nib.load(str(tmp_path / "out" / f"{case_id}.nii.gz"))
+        np.testing.assert_array_equal(image.affine, nib.load(str(inputs / f"{case_id}_0000.nii.gz")).affine)
+        assert image.shape == (40, 36, 8) and image.get_data_dtype() == np.uint8
+    assert "wrote 2 of 4 case(s)" in result.stdout
+
+
+def test_unfinished_fold_falls_back_to_latest_with_a_warning(tmp_path: Path, model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    result = invoke("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--save-probabilities")
+    assert result.exit_code == 0, result.output
+    assert "fold_1/checkpoint_final.pt not found" in result.stderr and "checkpoint_latest.pt" in result.stderr
+    assert "with 2 fold(s)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.nii.gz", "case.npz"]
+    with np.load(tmp_path / "out" / "case.npz") as stored:
+        assert stored["probabilities"].shape == (3, 40, 36, 8)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "error", "message"),
+    [
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "in", "-m", model],
+            ConfigError,
+            "the output folder is the input folder",
+            id="output-is-input",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "in" / ".." / "in", "-m", model],
+            ConfigError,
+            "the output folder is the input folder",
+            id="output-is-input-by-another-name",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", tmp],
+            CheckpointError,
+            "no fold_*/checkpoint_final.pt or checkpoint_latest.pt",
+            id="model-folder-without-checkpoint",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "-c", "best"],
+            CheckpointError,
+            "no fold_*/checkpoint_best.pt",
+            id="named-checkpoint-missing",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "-c", "final", "-f", "0,1"],
+            CheckpointError,
+            "fold_1/checkpoint_final.pt: checkpoint not found",
+            id="named-checkpoint-missing-in-a-fold",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "--folds", "0,x"],
+            ConfigError,
+            "expected fold numbers",
+            id="bad-folds",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "missing", "-o", tmp / "out", "-m", model],
+            MaskSamError,
+            "input folder not found",
+            id="no-input-folder",
+        ),
+    ],
+)
+def test_refusals_are_one_line_errors(tmp_path: Path, model_dir: Path, make_args, error, message) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    before = sorted(p.name for p in (tmp_path / "in").iterdir())
+    result = invoke(*make_args(tmp_path, model_dir))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, error), result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # nothing written into the inputs
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_input_folder(tmp_path: Path, model_dir: Path) -> None:
+    (tmp_path / "in").mkdir()
+    result = invoke("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "-f", "0")
+    assert result.exit_code == 1 and "no CASE_0000.nii.gz files" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(None, None), ("", None), ("0", [0]), ("0, 2,4", [0, 2, 4]), ("all", [-1])],
+    ids=["none", "empty", "one", "several", "all"],
+)
+def test_parse_folds(text, expected) -> None:
+    assert parse_folds(text) == expected
+
+
+def test_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "--save-probabilities" in result.output and "--no-tta" in result.output
+
+
+def test_console_script_prints_one_line_and_exits_1(tmp_path: Path, model_dir: Path) -> None:
+    """Through ``masksam.cli.main`` (registering the command here if the CLI does not have it yet)."""
+    import subprocess
+    import sys
+
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    code = (
+        "from masksam.cli import app, main\n"
+        "from masksam.cli.predict_command import predict\n"
+        "if not any(c.name == 'predict' for c in app.registered_commands):\n"
+        "    app.command('predict')(predict)\n"
+        "main()\n"
+    )
+    args = ["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "in"), "-m", str(model_dir)]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"masksam: error: {tmp_path / 'in'}: the output folder is the input folder; choose another -o so inputs "
+        "are never overwritten"
+    ]
