@@ -1,0 +1,85 @@
+"""Typed training settings (DESIGN §5), saved next to every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from masksam.errors import ConfigError
+
+Optimizer = Literal["adamw", "sgd"]
+Amp = Literal["auto", "bf16", "fp16", "off"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one fold is trained.
+
+    Attributes:
+        fold: Fold of ``splits_final.json`` (-1: every case, no validation).
+        epochs: Planned epochs (the poly schedule spans ``epochs * iterations_per_epoch`` steps).
+        iterations_per_epoch: Optimiser steps per epoch.
+        time_budget_minutes: Wall-clock budget of this run; epochs (and, if needed, iterations) are fitted to it
+            after timing the first steps. None: no budget.
+        batch_size: Global batch (split over DDP ranks); None: the plans' batch size.
+        optimizer: ``adamw`` (default) or ``sgd`` (Nesterov, momentum 0.99, as nnU-Net).
+        learning_rate: Initial learning rate.
+        weight_decay: Weight decay.
+        momentum: SGD momentum.
+        poly_exponent: lr = lr0 * (1 - step / total) ** exponent.
+        grad_clip: Max gradient norm.
+        amp: Mixed precision: ``auto`` (bf16 on GPUs that support it, fp16 + scaler on older ones, off on CPU).
+        compile: Wrap the model in ``torch.compile``.
+        gradient_checkpointing: Recompute encoder blocks in backward (less GPU memory, more time).
+        validation_patches: Fixed validation patches scored every epoch (pseudo-Dice).
+        final_validation: Predict the fold's validation cases with the sliding window after the last epoch.
+        num_workers: Data-loading worker processes per rank.
+        augment: nnU-Net-style augmentation on.
+        seed: Seed of everything random (data, points, initialisation).
+        save_every: Write ``checkpoint_latest.pt`` every this many epochs (always after the last).
+        tensorboard: Also log to TensorBoard (needs the tensorboard package).
+    """
+
+    fold: int = 0
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    time_budget_minutes: float | None = None
+    batch_size: int | None = None
+    optimizer: Optimizer = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    amp: Amp = "auto"
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    validation_patches: int = 16
+    final_validation: bool = True
+    num_workers: int = 2
+    augment: bool = True
+    seed: int = 0
+    save_every: int = 1
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer '{self.optimizer}' is unknown; choose adamw or sgd")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"amp '{self.amp}' is unknown; choose auto, bf16, fp16 or off")
+        for name in ("epochs", "iterations_per_epoch", "save_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
+            raise ConfigError(f"time budget must be positive (got {self.time_budget_minutes} minutes)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"training config: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,126 @@
+"""Logs a person can read: a text log, ``metrics.csv`` (one row per epoch) and ``progress.png``.
+
+Every file is rewritten atomically from the full history, so a resumed run continues the same curves and a
+killed run never leaves half a row or half a picture.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _write_bytes_atomic(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class TextLog:
+    """Appends time-stamped lines to ``training_log.txt`` (and echoes them through ``echo``)."""
+
+    def __init__(self, path: Path, echo=print) -> None:
+        self.path = Path(path)
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {message}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(stamped + "\n")
+        if self.echo is not None:
+            self.echo(message)
+
+
+def write_metrics_csv(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """One row per epoch; columns are the union of the keys in first-seen order."""
+    columns: list[str] = []
+    for record in history:
+        columns.extend(key for key in record if key not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    for record in history:
+        writer.writerow({key: _format(value) for key, value in record.items()})
+    _write_bytes_atomic(buffer.getvalue().encode(), Path(path))
+
+
+def _format(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def draw_progress(history: Sequence[dict[str, Any]], path: Path, *, class_names: Sequence[str], title: str) -> None:
+    """Draws losses, pseudo-Dice per class (with its moving average) and lr against the epoch into ``path``.
+
+    Expected keys per record: ``epoch``, ``train_loss``, ``val_loss``, ``loss_<term>``, ``dice_<class>``,
+    ``mean_dice``, ``mean_dice_ema``, ``lr``, ``epoch_seconds`` (missing keys are skipped).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 11), layout="constrained")
+    losses, dice, timing = figure.subplots(3, 1, sharex=True, height_ratios=(3, 3, 1.4))
+    for key, style in (("train_loss", "-"), ("val_loss", "--")):
+        x, y = _series(history, key)
+        if x:
+            losses.plot(x, y, style, color="black", linewidth=2, label=key.replace("_", " "))
+    term_keys = sorted({k for r in history for k in r if k.startswith("loss_")})
+    for key in term_keys:
+        x, y = _series(history, key)
+        if x:
+            losses.plot(x, y, linewidth=1, alpha=0.8, label=key.removeprefix("loss_"))
+    losses.set_ylabel("loss (weighted terms)")
+    losses.set_title(title)
+    losses.legend(fontsize=8, ncol=3)
+    losses.grid(alpha=0.3)
+
+    for name in class_names:
+        x, y = _series(history, f"dice_{name}")
+        if x:
+            dice.plot(x, y, linewidth=1, marker=".", label=name)
+    for key, style in (("mean_dice", "k-"), ("mean_dice_ema", "k--")):
+        x, y = _series(history, key)
+        if x:
+            dice.plot(x, y, style, linewidth=2, label=key.replace("_", " "))
+    dice.set_ylabel("pseudo-Dice (validation patches)")
+    dice.set_ylim(0, 1)
+    dice.legend(fontsize=8, ncol=3)
+    dice.grid(alpha=0.3)
+
+    x, y = _series(history, "lr")
+    if x:
+        timing.plot(x, y, color="tab:blue")
+    timing.set_ylabel("learning rate", color="tab:blue")
+    timing.set_xlabel("epoch")
+    seconds = timing.twinx()
+    x, y = _series(history, "epoch_seconds")
+    if x:
+        seconds.plot(x, y, color="tab:orange")
+    seconds.set_ylabel("epoch time (s)", color="tab:orange")
+    timing.grid(alpha=0.3)
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    _write_bytes_atomic(buffer.getvalue(), Path(path))

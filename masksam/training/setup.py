@@ -1,0 +1,60 @@
+"""From command-line choices to a model config and a backbone weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from masksam.backbones.sam import backbone_spec
+from masksam.backbones.weights import WEIGHTS, find_cached_weights
+from masksam.data.plans import Plans
+from masksam.errors import ConfigError
+from masksam.model.config import PRESETS, MaskSamConfig, preset_config
+
+
+def model_config_for(
+    plans: Plans, *, backbone: str, preset: str | None = None, prompt_mode: str = "generated"
+) -> MaskSamConfig:
+    """The model for a planned dataset: adapter/prompt-generator settings from a preset, geometry from the plans.
+
+    The preset is ``preset`` if given, else ``tiny`` for the tiny backbone, else the plans' preset, else ``acdc``
+    (the paper's settings). Patch size, queries, classes, channels and the background choice always follow the
+    plans, because the data was prepared for them; the backbone input side is the supported size nearest the
+    patch's in-plane size.
+    """
+    backbone_spec(backbone)  # unknown names fail here with the list of backbones
+    name = preset or ("tiny" if backbone == "tiny" else (plans.preset or "acdc"))
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return preset_config(
+        name,
+        backbone=backbone,
+        patch_size=tuple(plans.patch_size),
+        num_queries=plans.num_queries,
+        num_classes=plans.num_classes,
+        in_channels=plans.num_channels,
+        include_background=plans.include_background,
+        prompt_mode=prompt_mode,
+    )
+
+
+def backbone_weights_for(backbone: str, checkpoint: Path | None) -> Path | None:
+    """The official weights to load: ``checkpoint`` if given, else the cached download, else None for ``tiny``.
+
+    Raises:
+        ConfigError: A pretrained backbone without weights (training SAM's frozen parts from random
+            initialisation would be meaningless).
+    """
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ConfigError(f"{checkpoint}: backbone weights not found; check --checkpoint")
+        return Path(checkpoint)
+    if backbone == "tiny":
+        return None
+    cached = find_cached_weights(backbone) if backbone in WEIGHTS else None
+    if cached is not None:
+        return cached
+    hint = backbone_spec(backbone).weights_hint
+    raise ConfigError(
+        f"backbone {backbone} needs its pretrained weights ({hint}); pass --checkpoint FILE"
+        + (f" or run 'masksam weights {backbone}'" if backbone in WEIGHTS else "")
+    )
