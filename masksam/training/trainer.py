@@ -1,0 +1,467 @@
+"""The MaskSAM trainer: a short loop whose hooks delegate to small modules.
+
+Hooks (override in a subclass for a variant, as nnU-Net trainers): ``build_model``, ``build_criterion``,
+``build_optimizer``, ``build_loader``, ``train_step``, ``validate``. Everything a checkpoint needs is in
+``state_dict``/``load_state_dict``.
+
+Reproducibility and exact resume: every epoch reseeds the data stream and torch's generator from
+(seed, epoch, rank), and checkpoints are written at epoch ends, so ``--continue`` replays the same batches and
+sampled points as an uninterrupted run and ends with identical weights (on CPU, deterministic kernels).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from masksam.data.augmentation import AugmentationConfig
+from masksam.data.loader import make_train_loader, read_split
+from masksam.data.plans import Plans
+from masksam.data.targets import build_targets
+from masksam.errors import CheckpointError
+from masksam.model.config import MaskSamConfig
+from masksam.model.masksam import MaskSAM, build_masksam
+from masksam.training import checkpoint as ckpt
+from masksam.training.amp import resolve_precision
+from masksam.training.budget import Schedule, fit_to_budget
+from masksam.training.config import TrainingConfig
+from masksam.training.criterion import SetCriterion
+from masksam.training.distributed import DistributedContext, average_over_ranks, broadcast_object, sum_over_ranks
+from masksam.training.optim import PolyLR, build_optimizer
+from masksam.training.progress import TextLog, draw_progress, write_metrics_csv
+from masksam.training.validation import ValidationPatches, confusion_counts, dice_from_counts, draw_validation_patches
+
+# Steps timed before a time budget is turned into a schedule (the first one, with warm-up costs, is not timed).
+_BUDGET_TIMED_STEPS = 2
+# Weight of the newest epoch in the moving average of the pseudo-Dice that picks the best checkpoint (nnU-Net).
+_EMA_NEW_WEIGHT = 0.1
+
+
+@dataclass
+class TrainerState:
+    """Counters and history that a checkpoint carries besides weights."""
+
+    epoch: int = 0  # completed epochs
+    schedule: Schedule | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_ema: float = -math.inf
+    ema: float | None = None
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of one rank's data stream and generators in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    # Our numpy code draws from explicit Generators (seeded per epoch and worker), never the global one.
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains one fold of MaskSAM and writes its files into ``output_dir/fold_F``.
+
+    Args:
+        model_config: The network to build.
+        training_config: Optimisation, schedule, budget, logging.
+        plans: Plans of the preprocessed dataset.
+        plans_dir: Folder with plans.json, splits_final.json and the cache.
+        output_dir: Model folder (``fold_F`` sub-folders).
+        backbone_checkpoint: Official SAM weights (None: random backbone, stored in the checkpoints).
+        context: Rank and device of this process.
+        show_progress: Draw a progress bar per epoch (rank 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        model_config: MaskSamConfig,
+        training_config: TrainingConfig,
+        plans: Plans,
+        plans_dir: Path,
+        output_dir: Path,
+        backbone_checkpoint: Path | None,
+        context: DistributedContext = DistributedContext(),
+        show_progress: bool = True,
+    ) -> None:
+        self.model_config = model_config
+        self.config = training_config
+        self.plans = plans
+        self.plans_dir = Path(plans_dir)
+        self.fold_dir = ckpt.fold_dir(Path(output_dir), training_config.fold)
+        self.context = context
+        self.show_progress = show_progress and context.is_main
+        self.backbone_source = ckpt.BackboneSource.from_file(model_config.backbone, backbone_checkpoint)
+        self.precision = resolve_precision(training_config.amp, context.device)
+        self.log = TextLog(self.fold_dir / "training_log.txt", echo=print) if context.is_main else (lambda _: None)
+        if training_config.batch_size is not None:
+            global_batch = training_config.batch_size
+        else:
+            global_batch = plans.batch_size
+        if global_batch % context.world_size:
+            raise CheckpointError(f"batch size {global_batch} does not split over {context.world_size} processes")
+        self.batch_per_rank = global_batch // context.world_size
+        self.train_ids, self.val_ids = read_split(self.plans_dir, training_config.fold)
+        # Class id == label value (nnU-Net labels are consecutive); names in value order.
+        self.class_names = [name for name, _ in sorted(plans.labels.items(), key=lambda item: item[1])]
+
+        seed_everything(training_config.seed)
+        self.model = self.build_model(backbone_checkpoint)
+        self.network = self.wrap_model(self.model)
+        self.criterion = self.build_criterion()
+        self.optimizer = self.build_optimizer()
+        schedule = Schedule(training_config.epochs, training_config.iterations_per_epoch)
+        self.scheduler = PolyLR(
+            self.optimizer, total_steps=schedule.total_steps, exponent=training_config.poly_exponent
+        )
+        self.scaler = self.precision.scaler()
+        self.state = TrainerState(schedule=schedule)
+        self.validation_patches: ValidationPatches | None = None
+
+    # ---- hooks -------------------------------------------------------------------------------------------
+
+    def build_model(self, backbone_checkpoint: Path | None) -> MaskSAM:
+        model = build_masksam(self.model_config, backbone_checkpoint).to(self.context.device)
+        model.image_encoder.gradient_checkpointing = self.config.gradient_checkpointing
+        return model.train()
+
+    def wrap_model(self, model: MaskSAM) -> nn.Module:
+        network: nn.Module = model
+        if self.context.is_distributed:
+            device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+            network = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=device_ids,
+                find_unused_parameters=self.model_config.prompt_mode == "ground_truth",
+                broadcast_buffers=False,  # the only buffers are frozen SAM statistics, equal on every rank
+            )
+        if self.config.compile:
+            network = torch.compile(network)
+        return network
+
+    def build_criterion(self) -> SetCriterion:
+        return SetCriterion(num_classes=self.model_config.num_classes)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.model.trainable_parameters(), self.config)
+
+    def build_loader(self, epoch: int):
+        augmentation = AugmentationConfig() if self.config.augment else None
+        return make_train_loader(
+            self.plans_dir,
+            case_ids=self.train_ids,
+            batch_size=self.batch_per_rank,
+            patch_size=self.model_config.patch_size,
+            augmentation=augmentation,
+            num_workers=self.config.num_workers,
+            seed=epoch_seed(self.config.seed, epoch, 0),
+            rank=self.context.rank,
+        )
+
+    def train_step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms."""
+        device = self.context.device
+        image = image.to(device, non_blocking=True)
+        targets = self.targets(label.to(device, non_blocking=True))
+        boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
+        with self.precision.autocast():
+            output = self.network(image, boxes)
+        losses = self.criterion(output, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return losses.as_floats()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss and pseudo-Dice per class on the fixed validation patches (summed over ranks)."""
+        from masksam.inference.semantic import semantic_scores
+
+        if self.validation_patches is None:
+            return {}
+        self.network.eval()
+        device = self.context.device
+        num_classes = self.model_config.num_classes
+        counts = torch.zeros(num_classes, 3, dtype=torch.int64, device=device)
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of batches)
+        shard = self.validation_patches.shard(self.context.rank, self.context.world_size)
+        for image, label in shard.batches(self.batch_per_rank):
+            image, label = image.to(device), label.to(device)
+            targets = self.targets(label)
+            boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
+            with self.precision.autocast():
+                output = self.model(image, boxes)
+            losses = self.criterion(output, targets, synchronise=False)  # ranks may hold unequal shares
+            loss_sum += torch.stack([losses.total.detach().double(), loss_sum.new_ones(())])
+            scores = semantic_scores(
+                output.class_logits, output.mask_logits, include_background=self.model_config.include_background
+            )  # (B*T, K, H, W)
+            predicted = scores.argmax(dim=1).reshape(label.shape)
+            counts += confusion_counts(predicted, label, num_classes)
+        self.network.train()
+        sum_over_ranks(counts, self.context)
+        sum_over_ranks(loss_sum, self.context)
+        dice = dice_from_counts(counts.cpu())
+        foreground = [i for i in range(num_classes) if i > 0 or not self.plans.include_background]
+        metrics = {f"dice_{self.class_names[i]}": float(dice[i]) for i in foreground}
+        present = [float(dice[i]) for i in foreground if not math.isnan(float(dice[i]))]
+        metrics["mean_dice"] = float(np.mean(present)) if present else math.nan
+        metrics["val_loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
+        return metrics
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+
+    def targets(self, label: torch.Tensor):
+        config = self.model_config
+        return build_targets(
+            label,
+            num_classes=config.num_classes,
+            num_queries=config.num_queries,
+            include_background=config.include_background,
+        )
+
+    def fit(
+        self, *, resume: bool = False, extend_to_epochs: int | None = None, stop_after_epochs: int | None = None
+    ) -> TrainerState:
+        """Trains until the schedule ends, the time budget runs out, or ``stop_after_epochs`` epochs ran.
+
+        Args:
+            resume: Continue from ``checkpoint_latest.pt`` in the fold folder.
+            extend_to_epochs: On resume, stretch the schedule to this many epochs (train longer than planned).
+            stop_after_epochs: Stop (as if interrupted) after this many epochs of this call (tests, debugging).
+        """
+        started = time.monotonic()
+        deadline = None
+        if self.config.time_budget_minutes is not None:
+            deadline = started + 60 * self.config.time_budget_minutes
+        if resume:
+            self.resume(extend_to_epochs)
+        else:
+            self.log_start()
+        self.validation_patches = draw_validation_patches(
+            self.plans_dir / self.plans.preprocessed_folder,
+            self.val_ids,
+            count=self.config.validation_patches,
+            patch_size=self.model_config.patch_size,
+            seed=self.config.seed,
+        )
+        epochs_this_call = 0
+        stopped_by_budget = False
+        while self.state.epoch < self.state.schedule.epochs:
+            epoch_started = time.monotonic()
+            self.run_epoch(deadline if self.state.epoch == 0 and not resume else None)
+            validation = self.validate()
+            self.end_epoch(validation, time.monotonic() - epoch_started)
+            epochs_this_call += 1
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                return self.state
+            if deadline is not None and self.state.epoch < self.state.schedule.epochs:
+                last_epoch = self.state.history[-1]["epoch_seconds"]
+                if time.monotonic() + last_epoch > deadline:
+                    stopped_by_budget = True
+                    break
+        self.finish(stopped_by_budget)
+        return self.state
+
+    def run_epoch(self, plan_deadline: float | None) -> None:
+        """One epoch of training steps; with ``plan_deadline``, times the first steps and fits the schedule."""
+        epoch = self.state.epoch
+        seed_everything(epoch_seed(self.config.seed, epoch, self.context.rank))
+        loader = self.build_loader(epoch)
+        batches = iter(loader)
+        totals: dict[str, float] = {}
+        step = 0
+        bar = tqdm(
+            total=self.state.schedule.iterations_per_epoch,
+            desc=f"epoch {epoch + 1}/{self.state.schedule.epochs}",
+            disable=not self.show_progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        timed_from = None
+        while step < self.state.schedule.iterations_per_epoch:
+            image, label = next(batches)
+            terms = self.train_step(image, label)
+            step += 1
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['total']:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if plan_deadline is not None:
+                if step == 1:
+                    timed_from = time.monotonic()
+                elif step == 1 + _BUDGET_TIMED_STEPS:
+                    self.plan_budget(plan_deadline, (time.monotonic() - timed_from) / _BUDGET_TIMED_STEPS)
+                    bar.total = self.state.schedule.iterations_per_epoch
+                    plan_deadline = None
+        bar.close()
+        del batches, loader  # stops the workers of this epoch
+        means = {key: value / step for key, value in totals.items()}
+        self._epoch_train_terms = average_over_ranks(means, self.context)
+
+    def plan_budget(self, deadline: float, step_seconds: float) -> None:
+        """Fits epochs × iterations to the time left (rank 0 decides, every rank follows)."""
+        batches = math.ceil(self.config.validation_patches / (self.batch_per_rank * self.context.world_size))
+        validation_seconds = batches * step_seconds * 0.5 if self.val_ids else 0.0
+        schedule = fit_to_budget(
+            budget_seconds=deadline - time.monotonic(),
+            step_seconds=step_seconds,
+            validation_seconds=validation_seconds,
+            epochs=self.state.schedule.epochs,
+            iterations_per_epoch=self.state.schedule.iterations_per_epoch,
+        )
+        schedule = broadcast_object(schedule, self.context)
+        self.state.schedule = schedule
+        self.scheduler.total_steps = schedule.total_steps
+        self.log(
+            f"time budget: one step takes {step_seconds:.2f} s here, so this run does {schedule.epochs} epochs × "
+            f"{schedule.iterations_per_epoch} iterations"
+        )
+
+    def end_epoch(self, validation: dict[str, float], seconds: float) -> None:
+        """Records the epoch, updates the moving-average Dice, writes logs and checkpoints (rank 0)."""
+        self.state.epoch += 1
+        record: dict[str, Any] = {"epoch": self.state.epoch, "train_loss": self._epoch_train_terms.pop("total")}
+        record.update({f"loss_{key}": value for key, value in self._epoch_train_terms.items()})
+        record.update(validation)
+        mean_dice = validation.get("mean_dice", math.nan)
+        if not math.isnan(mean_dice):
+            previous = self.state.ema
+            self.state.ema = (
+                mean_dice if previous is None else (1 - _EMA_NEW_WEIGHT) * previous + _EMA_NEW_WEIGHT * mean_dice
+            )
+            record["mean_dice_ema"] = self.state.ema
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        record["epoch_seconds"] = seconds
+        self.state.history.append(record)
+        improved = self.state.ema is not None and self.state.ema > self.state.best_ema
+        if improved:
+            self.state.best_ema = self.state.ema
+        if not self.context.is_main:
+            return
+        self.log(self.describe(record) + ("  (new best)" if improved else ""))
+        if self.state.epoch % self.config.save_every == 0 or self.state.epoch == self.state.schedule.epochs:
+            self.save("latest")
+        if improved:
+            self.save("best")
+        write_metrics_csv(self.state.history, self.fold_dir / "metrics.csv")
+        draw_progress(
+            self.state.history,
+            self.fold_dir / "progress.png",
+            class_names=self.class_names,
+            title=f"MaskSAM ({self.model_config.backbone}) on {self.plans.dataset_name}, fold {self.config.fold}",
+        )
+
+    def describe(self, record: dict[str, Any]) -> str:
+        parts = [f"epoch {record['epoch']}/{self.state.schedule.epochs}", f"train loss {record['train_loss']:.4f}"]
+        if "val_loss" in record:
+            parts.append(f"val loss {record['val_loss']:.4f}")
+        dice = [f"{k.removeprefix('dice_')} {v:.3f}" for k, v in record.items() if k.startswith("dice_")]
+        if dice:
+            parts.append("pseudo-Dice " + ", ".join(dice))
+        if "mean_dice_ema" in record:
+            parts.append(f"mean {record['mean_dice']:.3f} (EMA {record['mean_dice_ema']:.3f})")
+        parts.append(f"lr {record['lr']:.2e}")
+        parts.append(f"{record['epoch_seconds']:.1f} s")
+        return ", ".join(parts)
+
+    def finish(self, stopped_by_budget: bool) -> None:
+        if not self.context.is_main:
+            return
+        self.save("latest")
+        self.save("final")
+        if not (self.fold_dir / "checkpoint_best.pt").is_file():
+            self.save("best")  # no validation cases: the final model is the best we know
+        if stopped_by_budget:
+            self.log(
+                f"time budget used up after epoch {self.state.epoch} of {self.state.schedule.epochs}; "
+                "run again with --continue to finish the schedule"
+            )
+        self.log(f"checkpoints, metrics.csv, progress.png and training_log.txt are in {self.fold_dir}")
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        payload = ckpt.model_payload(self.model, self.plans, self.backbone_source)
+        payload.update(
+            training_config=self.config.to_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler={**self.scheduler.state_dict(), "total_steps": self.scheduler.total_steps},
+            scaler=self.scaler.state_dict(),
+            rng={
+                "python": random.getstate(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            epoch=self.state.epoch,
+            schedule={"epochs": self.state.schedule.epochs, "iterations": self.state.schedule.iterations_per_epoch},
+            history=self.state.history,
+            best_ema=self.state.best_ema,
+            ema=self.state.ema,
+        )
+        return payload
+
+    def save(self, name: str) -> None:
+        ckpt.save_atomic(self.state_dict(), ckpt.checkpoint_path(self.fold_dir, name))
+
+    def load_state_dict(self, payload: dict[str, Any], path: Path) -> None:
+        ckpt.check_compatible(payload, self.model_config, path)
+        ckpt.load_model_state(self.model, payload["trainable_state"], path, strict_frozen=False)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        scheduler_state = dict(payload["scheduler"])
+        self.scheduler.total_steps = scheduler_state.pop("total_steps")
+        self.scheduler.load_state_dict(scheduler_state)
+        self.scaler.load_state_dict(payload["scaler"])
+        rng = payload["rng"]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.state = TrainerState(
+            epoch=payload["epoch"],
+            schedule=Schedule(payload["schedule"]["epochs"], payload["schedule"]["iterations"]),
+            history=list(payload["history"]),
+            best_ema=payload["best_ema"],
+            ema=payload["ema"],
+        )
+
+    def resume(self, extend_to_epochs: int | None) -> None:
+        path = ckpt.checkpoint_path(self.fold_dir, "latest")
+        payload = ckpt.read_checkpoint(path)
+        self.load_state_dict(payload, path)
+        if extend_to_epochs is not None and extend_to_epochs > self.state.schedule.epochs:
+            # A longer run asked for: the poly schedule is stretched to the new end.
+            self.state.schedule = Schedule(extend_to_epochs, self.state.schedule.iterations_per_epoch)
+            self.scheduler.total_steps = self.state.schedule.total_steps
+        self.log(
+            f"resumed from {path} after epoch {self.state.epoch} of {self.state.schedule.epochs} "
+            f"({self.state.schedule.iterations_per_epoch} iterations each)"
+        )
+
+    def log_start(self) -> None:
+        from masksam.model.parameters import count_parameters
+
+        report = count_parameters(self.model)
+        self.log(
+            f"training MaskSAM ({self.model_config.backbone}, {report.tunable / 1e6:.2f}M tunable / "
+            f"{report.frozen / 1e6:.2f}M frozen) on {self.plans.dataset_name} fold {self.config.fold}: "
+            f"{len(self.train_ids)} training / {len(self.val_ids)} validation cases, patch "
+            f"{'×'.join(map(str, self.model_config.patch_size))}, batch {self.batch_per_rank * self.context.world_size}"
+            f" on {self.context.world_size} × {self.context.device.type}, precision {self.precision.name}"
+        )

@@ -1,0 +1,184 @@
+"""Trainer: files written, exact resume, overfitting one batch, checkpoint safety and compatibility."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from masksam.data.plans import Plans
+from masksam.errors import CheckpointError
+from masksam.training import checkpoint as ckpt
+from masksam.training.config import TrainingConfig
+from masksam.training.criterion import SetCriterion
+from masksam.training.setup import model_config_for
+from masksam.training.trainer import Trainer
+
+FAST = TrainingConfig(epochs=2, iterations_per_epoch=2, validation_patches=2, num_workers=0, final_validation=False)
+
+
+def make_trainer(planned_dataset, output: Path, config: TrainingConfig = FAST, **model_overrides) -> Trainer:
+    _, plans_dir = planned_dataset
+    plans = Plans.load(plans_dir)
+    model_config = replace(model_config_for(plans, backbone="tiny"), patch_size=(2, 64, 64), **model_overrides)
+    return Trainer(
+        model_config=model_config,
+        training_config=config,
+        plans=plans,
+        plans_dir=plans_dir,
+        output_dir=output,
+        backbone_checkpoint=None,
+        show_progress=False,
+    )
+
+
+def trainable_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return ckpt.split_state(trainer.model)[0]
+
+
+def test_fit_writes_checkpoints_logs_and_pictures(planned_dataset, tmp_path):
+    trainer = make_trainer(planned_dataset, tmp_path / "model")
+    state = trainer.fit()
+    fold = tmp_path / "model" / "fold_0"
+    for name in ("checkpoint_latest.pt", "checkpoint_best.pt", "checkpoint_final.pt", "progress.png"):
+        assert (fold / name).stat().st_size > 0, name
+    assert state.epoch == 2
+    rows = list(csv.DictReader((fold / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"train_loss", "val_loss", "dice_class1", "dice_class2", "mean_dice", "lr", "loss_classification"} <= set(
+        rows[0]
+    )
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # poly decay
+    log = (fold / "training_log.txt").read_text()
+    assert "epoch 2/2" in log and "pseudo-Dice" in log
+    assert not [p for p in fold.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_rebuilds_the_trained_model(planned_dataset, tmp_path):
+    trainer = make_trainer(planned_dataset, tmp_path / "model")
+    trainer.fit()
+    loaded = ckpt.load_trained_model(tmp_path / "model" / "fold_0" / "checkpoint_final.pt")
+    volume = torch.randn(1, 1, 2, 64, 64)
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(volume).mask_logits
+        actual = loaded.model(volume).mask_logits
+    torch.testing.assert_close(actual, expected)
+    payload = loaded.payload
+    assert payload["frozen_state"] is not None  # tiny backbone has no weights file: stored in full
+    assert all(t.device.type == "cpu" for t in payload["trainable_state"].values())
+
+
+def test_resume_is_exact(planned_dataset, tmp_path):
+    straight = make_trainer(planned_dataset, tmp_path / "straight")
+    straight.fit()
+
+    interrupted = make_trainer(planned_dataset, tmp_path / "resumed")
+    interrupted.fit(stop_after_epochs=1)
+    assert not (tmp_path / "resumed" / "fold_0" / "checkpoint_final.pt").exists()
+    resumed = make_trainer(planned_dataset, tmp_path / "resumed")
+    resumed.fit(resume=True)
+
+    expected, actual = trainable_state(straight), trainable_state(resumed)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    strip = [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in resumed.state.history]
+    assert strip == [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in straight.state.history]
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(planned_dataset, tmp_path):
+    make_trainer(planned_dataset, tmp_path / "model").fit(stop_after_epochs=1)
+    other = make_trainer(planned_dataset, tmp_path / "model", num_queries=5)
+    with pytest.raises(CheckpointError, match="num_queries 8 .now 5.") as error:
+        other.fit(resume=True)
+    assert "\n" not in str(error.value)
+
+
+def test_load_refuses_foreign_and_truncated_files(tmp_path):
+    foreign = tmp_path / "sam.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, foreign)
+    with pytest.raises(CheckpointError, match="not a masksam training checkpoint"):
+        ckpt.read_checkpoint(foreign)
+    truncated = tmp_path / "checkpoint_latest.pt"
+    truncated.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="truncated"):
+        ckpt.read_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="not found"):
+        ckpt.read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_few_steps_overfit_one_batch(planned_dataset):
+    config = replace(FAST, epochs=1, iterations_per_epoch=1000, learning_rate=1e-2)
+    trainer = make_trainer(planned_dataset, Path("unused"), config, num_queries=4)
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    torch.manual_seed(0)
+    losses = [trainer.train_step(image, label)["total"] for _ in range(20)]
+    assert losses[-1] < 0.75 * losses[0], losses
+
+
+def test_gradients_reach_only_trainable_parameters(planned_dataset):
+    trainer = make_trainer(planned_dataset, Path("unused"))
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    config = trainer.model_config
+    targets = trainer.targets(label)
+    losses = SetCriterion(num_classes=config.num_classes)(trainer.model(image), targets)
+    losses.total.backward()
+    for name, parameter in trainer.model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        else:
+            assert parameter.grad is None, name
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from masksam.training.checkpoint import save_atomic
+    path = sys.argv[1]
+    big = {"format": "masksam-training-checkpoint", "version": 1, "weights": torch.randn(8_000_000)}
+    print("ready", flush=True)
+    while True:
+        save_atomic(big, path)
+    """
+)
+
+
+@pytest.mark.slow
+def test_killing_a_writer_never_corrupts_the_latest_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint_latest.pt"
+    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "weights": torch.zeros(3)}, path)
+    for delay in (0.05, 0.3, 0.7):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        payload = ckpt.read_checkpoint(path)  # the old or a new complete file, never a torn one
+        assert payload["weights"].numel() in (3, 8_000_000)
+    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1}, path)
+    assert not list(tmp_path.glob(".checkpoint_latest.pt.*.tmp"))  # stale temporaries of killed writers removed
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_latest.pt"
+    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "epoch": 1}, path)
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint is unchanged"):
+        ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert ckpt.read_checkpoint(path)["epoch"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
