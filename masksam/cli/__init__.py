@@ -6,7 +6,14 @@ import sys
 
 import typer
 
-from masksam.cli import forward_command, params_command, plan_command, weights_command
+from masksam.cli import (
+    evaluate_command,
+    forward_command,
+    params_command,
+    plan_command,
+    train_command,
+    weights_command,
+)
 from masksam.errors import MaskSamError
 
 app = typer.Typer(
@@ -20,6 +27,8 @@ app.command("forward")(forward_command.forward)
 app.command("params")(params_command.params)
 app.command("weights")(weights_command.weights)
 app.command("plan")(plan_command.plan)
+app.command("train")(train_command.train)
+app.command("evaluate")(evaluate_command.evaluate)
 
 
 def main() -> None:

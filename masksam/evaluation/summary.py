@@ -10,6 +10,7 @@ see :mod:`masksam.evaluation.metrics`); the foreground mean is the mean of those
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,12 +201,15 @@ def _case_id(file_name: str) -> str | None:
     return None
 
 
-def match_cases(prediction_dir: Path, reference_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+def match_cases(
+    prediction_dir: Path, reference_dir: Path, case_ids: Sequence[str] | None = None
+) -> tuple[list[tuple[str, Path, Path]], list[str]]:
     """Pairs every reference label map with the prediction of the same case.
 
     Args:
         prediction_dir: Folder of predicted ``CASE.nii.gz`` (or ``.nii``) files; other files are ignored.
         reference_dir: Folder of reference label maps.
+        case_ids: Evaluate only these reference cases (e.g. a fold's validation cases); default: all.
 
     Returns:
         ([(case id, prediction file, reference file), ...] sorted by case id, names of ignored prediction-folder files).
@@ -224,6 +228,11 @@ def match_cases(prediction_dir: Path, reference_dir: Path) -> tuple[list[tuple[s
             references[case_id] = path
     if not references:
         raise DatasetError(f"{reference_dir}: no .nii.gz/.nii label maps found; pass the reference label folder")
+    if case_ids is not None:
+        unknown = sorted(set(case_ids) - set(references))
+        if unknown:
+            raise DatasetError(f"{reference_dir}: no reference label map for case(s) {', '.join(unknown[:5])}")
+        references = {case_id: references[case_id] for case_id in sorted(case_ids)}
     predictions = {}
     for case_id, reference in references.items():
         # The reference's own ending first, then the other NIfTI ending.
@@ -386,6 +395,7 @@ def evaluate_folders(
     reference_dir: Path,
     *,
     labels: Path | None = None,
+    case_ids: Sequence[str] | None = None,
     num_workers: int = 2,
     progress: bool = False,
 ) -> EvaluationSummary:
@@ -396,6 +406,7 @@ def evaluate_folders(
         reference_dir: Folder of reference label maps.
         labels: ``dataset.json`` (or its folder) declaring the classes; without it, the classes are the
             non-zero values found in the references.
+        case_ids: Evaluate only these reference cases; default: every reference case.
         num_workers: Worker processes (0 evaluates in this process).
         progress: Show a progress bar.
 
@@ -407,7 +418,7 @@ def evaluate_folders(
             declared, or no class to evaluate.
     """
     prediction_dir, reference_dir = Path(prediction_dir), Path(reference_dir)
-    pairs, ignored = match_cases(prediction_dir, reference_dir)
+    pairs, ignored = match_cases(prediction_dir, reference_dir, case_ids)
     declared = read_label_names(labels) if labels is not None else None
     class_ids = tuple(declared) if declared is not None else None
     allowed = (0, *class_ids) if class_ids is not None else None

@@ -395,6 +395,32 @@ class Trainer:
             )
         self.log(f"checkpoints, metrics.csv, progress.png and training_log.txt are in {self.fold_dir}")
 
+    def validate_cases(self, dataset_dir: Path) -> None:
+        """Sliding-window prediction of the fold's validation cases, then Dice/HD95 into ``validation/summary.json``."""
+        from masksam.data.io import list_cases, read_dataset_json
+        from masksam.evaluation.summary import evaluate_folders, write_summary
+        from masksam.inference.predictor import Predictor
+
+        if not self.context.is_main or not self.val_ids:
+            return
+        dataset_dir = Path(dataset_dir)
+        cases = {c.case_id: c for c in list_cases(dataset_dir, read_dataset_json(dataset_dir), "Tr")}
+        output = self.fold_dir / "validation"
+        final = ckpt.TrainedModel(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
+        predictor = Predictor([final], device=self.context.device, tta=False)
+        self.log(f"final validation: predicting {len(self.val_ids)} validation cases into {output}")
+        for case_id in tqdm(self.val_ids, desc="validation cases", disable=not self.show_progress, file=sys.stderr):
+            predictor.predict_case(cases[case_id].images, output / f"{case_id}{self.plans.file_ending}")
+        summary = evaluate_folders(
+            output, dataset_dir / "labelsTr", labels=dataset_dir / "dataset.json", case_ids=self.val_ids
+        )
+        write_summary(summary, output / "summary.json")
+        per_class = ", ".join(f"{c.name} {c.dice:.3f}" for c in summary.classes)
+        self.log(
+            f"final validation Dice (sliding window, no TTA): {per_class}; mean {summary.foreground_dice:.3f}, "
+            f"HD95 {summary.foreground_hd95:.1f} mm — {output / 'summary.json'}"
+        )
+
     # ---- checkpoints -------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
