@@ -7,10 +7,13 @@ import sys
 import typer
 
 from masksam.cli import (
+    demo_command,
     evaluate_command,
     forward_command,
     params_command,
     plan_command,
+    predict_command,
+    show_command,
     train_command,
     weights_command,
 )
@@ -28,7 +31,10 @@ app.command("params")(params_command.params)
 app.command("weights")(weights_command.weights)
 app.command("plan")(plan_command.plan)
 app.command("train")(train_command.train)
+app.command("predict")(predict_command.predict)
 app.command("evaluate")(evaluate_command.evaluate)
+app.command("show")(show_command.show)
+app.command("demo")(demo_command.demo)
 
 
 def main() -> None:

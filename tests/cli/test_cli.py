@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from masksam.cli import app
 
 runner = CliRunner()
-COMMANDS = ["forward", "params", "weights", "plan", "train", "evaluate"]
+COMMANDS = ["forward", "params", "weights", "plan", "train", "predict", "evaluate", "show", "demo"]
 
 
 def masksam(*args: str) -> subprocess.CompletedProcess:
