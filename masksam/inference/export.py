@@ -9,8 +9,10 @@ path that is one of the input files is refused.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -112,27 +114,49 @@ def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: 
 
 
 def write_probabilities(
-    probabilities: np.ndarray, path: Path, *, class_names: list[str], inputs: Iterable[Path] = ()
+    class_maps: Iterable[np.ndarray], path: Path, *, class_names: list[str], inputs: Iterable[Path] = ()
 ) -> Path:
-    """Writes class scores as a compressed ``.npz`` (keys ``probabilities`` and ``class_names``).
+    """Writes class scores as ``.npz`` (keys ``probabilities`` (K, X, Y, Z) float16 and ``class_names``).
+
+    The maps are compressed into the archive one class at a time (zlib level 1: about 5x faster than numpy's
+    default level for 10-20 % larger files), so the whole (K, X, Y, Z) array never has to be in memory.
 
     Args:
-        probabilities: (K, X, Y, Z) float16 scores in the input file's voxel order.
+        class_maps: K arrays (X, Y, Z) in the input file's voxel order, in class order (a (K, X, Y, Z) array
+            works too).
         path: Output ``.npz`` file.
         class_names: K names, in class order.
         inputs: Files that must not be overwritten.
 
     Returns:
         ``path``.
+
+    Raises:
+        MaskSamError: ``path`` is an input file, or cannot be written.
+        ValueError: The number of maps is not the number of class names, or their shapes differ.
     """
     path = Path(path)
     ensure_not_input(path, inputs)
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:  # a file object keeps numpy from appending ".npz" to the name
-            np.savez_compressed(
-                handle, probabilities=probabilities.astype(np.float16, copy=False), class_names=np.array(class_names)
-            )
+        maps = iter(class_maps)
+        first = np.asarray(next(maps))
+        shape = (len(class_names), *first.shape)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": shape}
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            with archive.open("probabilities.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                count = 0
+                for class_map in itertools.chain([first], maps):
+                    if class_map.shape != first.shape:
+                        raise ValueError(f"class map {count} has shape {class_map.shape}, not {first.shape}")
+                    block = np.ascontiguousarray(class_map, dtype="<f2")  # (X, Y, Z) in C order
+                    member.write(memoryview(block.reshape(-1).view(np.uint8)))
+                    count += 1
+            if count != len(class_names):
+                raise ValueError(f"{count} class maps for {len(class_names)} class names")
+            with archive.open("class_names.npy", "w") as member:
+                np.lib.format.write_array(member, np.array(class_names))
 
     _replace_atomically(path, write)
     return path

@@ -16,15 +16,16 @@ of one class's mask at a time, the strongest class wins) rather than resampling 
 the argmax there: on a 512×512×300 CT with 16 classes the latter holds 16 float32 volumes (5 GB); see
 ``benchmarks/bench_predict.py`` for measured peaks. Both give the same result where no resampling is needed.
 
-With ``probabilities=True`` the scores are also kept, in float16 in the preprocessed grid, and restored one
-class at a time into a float16 (K, X, Y, Z) array. Outside the non-zero crop box the background score is 1 and
-every other score 0 (the label there is background).
+With ``probabilities=True`` the scores are also kept, in float16 on the preprocessed grid (K × T × H × W × 2
+bytes), and restored to the file grid one class at a time (``Prediction.class_maps``); ``predict_case``
+compresses each class into the ``.npz`` as it comes, so the (K, X, Y, Z) array is never whole in memory.
+Outside the non-zero crop box the background score is 1 and every other score 0 (the label there is background).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +60,39 @@ _SHARED_PLANS_FIELDS = ("channel_names", "labels", "num_classes", "transpose", "
 
 @dataclass
 class Prediction:
-    """A case's prediction on its file grid.
+    """A case's prediction: the label map on its file grid, optionally the class scores.
 
     Attributes:
         labels: (X, Y, Z) label values (uint8, or int16 beyond 255), file voxel order.
         affine: The file's 4x4 affine.
-        probabilities: (K, X, Y, Z) float16 class scores, or None.
+        scores: (K, T, H, W) float16 class scores on the preprocessed grid, or None.
+        properties: The preprocessing properties that map ``scores`` back to the file grid.
     """
 
     labels: np.ndarray
     affine: np.ndarray
-    probabilities: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    properties: dict | None = None
+
+    def class_maps(self) -> Iterator[np.ndarray]:
+        """Each class's scores on the file grid, one (X, Y, Z) float32 array at a time (see module docstring).
+
+        Raises:
+            ValueError: The prediction was made without scores.
+        """
+        if self.scores is None or self.properties is None:
+            raise ValueError("no class scores kept; predict with probabilities=True")
+        for index in range(self.scores.shape[0]):  # one float32 class map at a time bounds memory
+            channel = self.scores[index : index + 1].astype(np.float32)  # (1, T, H, W)
+            if index == 0:  # restored as 1 - score, so the area outside the crop box gets background score 1
+                channel = 1.0 - channel
+            values, _ = restore_original_geometry(channel, self.properties, is_label=False)  # (1, X, Y, Z)
+            yield 1.0 - values[0] if index == 0 else values[0]
+
+    def probabilities(self) -> np.ndarray:
+        """(K, X, Y, Z) float16 class scores on the file grid (all classes in memory at once)."""
+        maps = [class_map.astype(np.float16) for class_map in self.class_maps()]
+        return np.stack(maps)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -270,10 +293,10 @@ class Predictor:
         Args:
             image: (C, X, Y, Z) channels in the file's voxel order.
             affine: The files' 4x4 voxel-to-world matrix.
-            probabilities: Also return the class scores on the file grid.
+            probabilities: Also keep the class scores (``Prediction.class_maps`` / ``probabilities``).
 
         Returns:
-            The label map (and scores) on the file grid.
+            The label map on the file grid (and the scores).
 
         Raises:
             DatasetError: Wrong number of channels or dimensions.
@@ -289,24 +312,11 @@ class Predictor:
         del preprocessed
         restored, file_affine = restore_original_geometry(class_ids, properties, is_label=True)
         labels = self.label_values[restored]  # (X, Y, Z) label values
-        restored_scores = self._restore_scores(scores, properties) if scores is not None else None
-        return Prediction(labels=labels, affine=file_affine, probabilities=restored_scores)
+        return Prediction(labels=labels, affine=file_affine, scores=scores, properties=properties)
 
     def predict_array(self, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
         """Label map (X, Y, Z) of a (C, X, Y, Z) image in file order (see :meth:`predict`)."""
         return self.predict(image, affine).labels
-
-    def _restore_scores(self, scores: np.ndarray, properties: dict) -> np.ndarray:
-        """(K, T, H, W) float16 preprocessed-grid scores -> (K, X, Y, Z) float16 on the file grid, class by class."""
-        shape = tuple(properties["original_geometry"]["shape"])
-        restored = np.empty((self.num_classes, *shape), dtype=np.float16)
-        for index in range(self.num_classes):  # one float32 class map at a time bounds memory
-            channel = scores[index : index + 1].astype(np.float32)  # (1, T, H, W)
-            if index == 0:  # restored as 1 - score, so the area outside the crop box gets background score 1
-                channel = 1.0 - channel
-            values, _ = restore_original_geometry(channel, properties, is_label=False)
-            restored[index] = 1.0 - values[0] if index == 0 else values[0]
-        return restored
 
     def predict_case(self, files: Sequence[Path], output_path: Path, *, save_probabilities: bool = False) -> list[Path]:
         """Predicts one case from its channel files and writes ``output_path`` (and ``CASE.npz``).
@@ -343,10 +353,10 @@ class Predictor:
         prediction = self.predict(image, reference.geometry.affine, probabilities=save_probabilities)
         del image
         written = [write_label_map(prediction.labels, files[0], Path(output_path), inputs=files)]
-        if prediction.probabilities is not None:
+        if save_probabilities:
             written.append(
                 write_probabilities(
-                    prediction.probabilities,
+                    prediction.class_maps(),
                     probabilities_path(Path(output_path)),
                     class_names=self.class_names,
                     inputs=files,

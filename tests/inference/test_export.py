@@ -118,6 +118,17 @@ def test_probabilities_npz(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.1.npz"]
 
 
+def test_probabilities_are_streamed_class_by_class(tmp_path: Path) -> None:
+    maps = [np.full((4, 5, 6), value, np.float32) for value in (0.25, 0.5, 1.0)]
+    transposed = [m.transpose(2, 0, 1).copy().transpose(1, 2, 0) for m in maps]  # same values, other strides
+    write_probabilities(iter(transposed), tmp_path / "case.npz", class_names=["a", "b", "c"])
+    with np.load(tmp_path / "case.npz") as stored:
+        np.testing.assert_array_equal(stored["probabilities"], np.stack(maps))
+    with pytest.raises(ValueError, match="2 class maps for 3 class names"):
+        write_probabilities(iter(maps[:2]), tmp_path / "short.npz", class_names=["a", "b", "c"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.npz"]  # the failed write left nothing
+
+
 @pytest.mark.parametrize(
     ("value", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.int16), (32767, np.int16)], ids=str
 )

@@ -189,7 +189,7 @@ def test_tta_does_not_change_a_mirror_equivariant_model() -> None:
     plain = Predictor([stub_model(plans)], tta=False).predict(image, affine, probabilities=True)
     mirrored = Predictor([stub_model(plans)], tta=True, mirror_depth=True).predict(image, affine, probabilities=True)
     np.testing.assert_allclose(
-        mirrored.probabilities.astype(np.float32), plain.probabilities.astype(np.float32), atol=2e-3
+        mirrored.probabilities().astype(np.float32), plain.probabilities().astype(np.float32), atol=2e-3
     )
     assert np.mean(mirrored.labels == plain.labels) > 0.999  # float16 ties aside
 
@@ -216,7 +216,7 @@ def test_probabilities_on_the_file_grid() -> None:
     prediction = Predictor([stub_model(plans)], tta=False).predict(
         image[None], affine_of((1.0, 1.0, 1.0)), probabilities=True
     )
-    scores = prediction.probabilities
+    scores = prediction.probabilities()
     assert scores.shape == (3, 30, 26, 7) and scores.dtype == np.float16
     inside = image != 0
     agree = scores.astype(np.float32).argmax(axis=0) == prediction.labels
