@@ -13,8 +13,9 @@ touches them, and each slab is reduced to class ids at once: the only full-volum
 preprocessed image, and (T, H, W) uint8 class ids. The accumulator spans about one patch depth (K × ~T_patch
 × H × W float32). The class-id map is taken back to the file grid by ``resample_label`` (linear interpolation
 of one class's mask at a time, the strongest class wins) rather than resampling K float score maps and taking
-the argmax there: on a 512×512×300 CT with 16 classes the latter holds 16 float32 volumes (5 GB); see
-``benchmarks/bench_predict.py`` for measured peaks. Both give the same result where no resampling is needed.
+the argmax there. Measured on a 512×512×300 CT (``benchmarks/bench_predict.py``): 2.3 GB peak RSS whatever
+K, against 5.9 GB for a whole (K, T, H, W) float32 accumulator at K = 16 and 4.2 GB for file-grid scores already
+at K = 4 (about 13 GB at K = 16). Both give the same labels where no resampling is needed.
 
 With ``probabilities=True`` the scores are also kept, in float16 on the preprocessed grid (K × T × H × W × 2
 bytes), and restored to the file grid one class at a time (``Prediction.class_maps``); ``predict_case``
