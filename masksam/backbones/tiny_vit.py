@@ -35,7 +35,13 @@ from masksam.backbones.common import LayerNorm2d
 
 
 class Conv2dBN(nn.Module):
-    """Convolution without bias followed by BatchNorm2d (`c`, `bn` as in TinyViT's `Conv2d_BN`)."""
+    """Convolution without bias followed by BatchNorm2d (`c`, `bn` as in TinyViT's `Conv2d_BN`).
+
+    In eval mode (always, for the frozen backbone) the BatchNorm is an affine map per output channel, so it
+    is folded into the convolution on every call: one convolution with a scaled weight and a bias instead
+    of a convolution and a full pass of BatchNorm over its output. The weights are stored unfolded under
+    the official names (loading and saving are unchanged); folding them costs microseconds.
+    """
 
     def __init__(
         self,
@@ -54,9 +60,19 @@ class Conv2dBN(nn.Module):
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight (C_out, C_in/groups, k, k) and bias (C_out,) of the convolution equal to `c` then eval `bn`."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C_out,)
+        return self.c.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C_out, H', W')."""
-        return self.bn(self.c(x))
+        if self.bn.training:  # batch statistics: nothing to fold
+            return self.bn(self.c(x))
+        weight, bias = self.folded()
+        conv = self.c
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class PatchEmbed(nn.Module):

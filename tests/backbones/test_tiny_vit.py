@@ -11,7 +11,7 @@ from helpers import official_shapes as shared_official_shapes
 from helpers import state_dict_from_shapes
 
 from masksam.backbones.checkpoint import load_strict, read_state_dict
-from masksam.backbones.tiny_vit import TinyViT, TinyViTBlock, relative_offset_indices
+from masksam.backbones.tiny_vit import Conv2dBN, TinyViT, TinyViTBlock, relative_offset_indices
 from masksam.backbones.weights import find_cached_weights
 from masksam.errors import CheckpointError
 
@@ -214,6 +214,48 @@ def test_block_forward_equals_its_steps_and_keeps_gradients():
     out.sum().backward()
     assert x.grad is not None and block.attn.attention_biases.grad is not None
     assert block.dim == 16 and block.resolution == (10, 10)
+
+
+def random_batchnorm(layer: Conv2dBN, seed: int) -> Conv2dBN:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in (layer.c.weight, layer.bn.weight, layer.bn.bias, layer.bn.running_mean):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+        layer.bn.running_var.copy_(torch.rand(layer.bn.running_var.shape, generator=generator) + 0.1)
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("in_chans", "out_chans", "options"),
+    [
+        pytest.param(6, 10, {}, id="1x1"),
+        pytest.param(8, 8, {"kernel_size": 3, "padding": 1, "groups": 8}, id="depthwise-3x3"),
+        pytest.param(8, 8, {"kernel_size": 3, "stride": 2, "padding": 1, "groups": 8}, id="depthwise-stride-2"),
+        pytest.param(4, 6, {"kernel_size": 3, "padding": 1}, id="dense-3x3"),
+    ],
+)
+def test_folded_conv_bn_equals_convolution_then_batchnorm(in_chans, out_chans, options):
+    layer = random_batchnorm(Conv2dBN(in_chans, out_chans, **options), seed=0).eval()
+    x = torch.randn(2, in_chans, 9, 11, requires_grad=True)
+    expected = layer.bn(layer.c(x))
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    (grad,) = torch.autograd.grad(layer(x).square().sum(), x)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-4)
+    layer.train()  # batch statistics: nothing is folded, and the running statistics move
+    torch.testing.assert_close(layer(x), F.batch_norm(layer.c(x), None, None, layer.bn.weight, layer.bn.bias, True))
+
+
+def test_folding_leaves_the_state_dict_untouched():
+    """Names, shapes and values saved after a forward pass are the loaded ones (strict round trip)."""
+    model = randomized(TinyViT(**SMALL))
+    loaded = {key: value.clone() for key, value in model.state_dict().items()}
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    saved = model.state_dict()
+    assert list(saved) == list(loaded)
+    assert all(torch.equal(saved[key], loaded[key]) for key in loaded)
+    load_strict(TinyViT(**SMALL), saved, source="round trip", backbone="lite_medsam")
 
 
 @pytest.mark.slow
