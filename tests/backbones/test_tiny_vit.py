@@ -109,6 +109,14 @@ def test_small_model_forward_shapes_and_values():
     assert torch.isfinite(embedding).all()
 
 
+def test_stage_zero_runs_in_channels_last_memory():
+    """Kept for speed: stage 0's depth-wise convolutions are 2-3x faster on CPU in channels-last layout."""
+    model = randomized(TinyViT(**SMALL))
+    maps = model.patch_embed(torch.randn(2, 3, 32, 32))
+    assert maps.is_contiguous(memory_format=torch.channels_last)
+    assert model.layers[0].forward_blocks(maps).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_rejects_wrong_input_size():
     with pytest.raises(ValueError, match=r"expects \(B, C, 32, 32\)"):
         TinyViT(**SMALL)(torch.randn(1, 3, 64, 64))
