@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
+
+# (T, H, W) patch and queries of the demo: small enough to train in minutes on two CPU cores.
+DEMO_PATCH = (2, 128, 128)
+DEMO_QUERIES = 4
 
 
 def demo(
@@ -44,7 +49,9 @@ def demo(
     console.print(f"[bold]1/5 data[/]: synthetic cardiac phantoms (RV, MYO, LV) in nnU-Net layout at {dataset}")
     plans_dir = output / "plans"
     plan_and_preprocess(dataset, plans_dir, num_workers=0, progress=False)
-    plans = Plans.load(plans_dir)
+    # A CPU-sized patch: two slices (enough for the depth adapters to mix) and one query per class.
+    plans = replace(Plans.load(plans_dir), patch_size=DEMO_PATCH, num_queries=DEMO_QUERIES)
+    plans.save(plans_dir / "plans.json")
 
     chosen, weights = _choose_backbone(backbone, console)
     model_dir = output / "model"
