@@ -182,3 +182,15 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ckpt.read_checkpoint(path)["epoch"] == 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads"),
+    [pytest.param(2, 1, 1, id="two-cores-one-worker"), pytest.param(2, 2, 1, id="never-zero"),
+     pytest.param(16, 2, 14, id="big-machine"), pytest.param(2, 0, 2, id="no-workers")],
+)  # fmt: skip
+def test_cpu_threads_leave_cores_to_the_workers(monkeypatch, cores, workers, threads):
+    from masksam.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    assert trainer_module.cpu_threads_beside_workers(workers) == threads
