@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 # Fewer epochs than this make the curves in progress.png and the choice of the best checkpoint meaningless.
 MIN_EPOCHS_IN_BUDGET = 10
+MAX_VALIDATION_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ def fit_to_budget(
     """The largest schedule, up to the requested one, that fits ``budget_seconds``.
 
     Epochs are cut first; iterations per epoch are cut only when even ``min_epochs`` full epochs would not
-    fit, so a short budget still yields a curve with ``min_epochs`` points.
+    fit, so a short budget still yields a curve with ``min_epochs`` points — unless validation would then take
+    more than a quarter of the budget, in which case there are fewer, longer epochs.
 
     Args:
         budget_seconds: Time left for the training loop.
@@ -50,7 +52,11 @@ def fit_to_budget(
     fitting_epochs = math.floor(budget_seconds / epoch_seconds) if epoch_seconds > 0 else epochs
     if fitting_epochs >= min(epochs, min_epochs):
         return Schedule(epochs=max(1, min(epochs, fitting_epochs)), iterations_per_epoch=iterations_per_epoch)
-    target_epochs = min(epochs, min_epochs)
+    # Validation should not eat more than a quarter of the budget: fewer, longer epochs when it would.
+    affordable = epochs
+    if validation_seconds > 0:
+        affordable = math.floor(MAX_VALIDATION_SHARE * budget_seconds / validation_seconds)
+    target_epochs = max(1, min(epochs, min_epochs, affordable))
     per_epoch = budget_seconds / target_epochs - validation_seconds
     iterations = math.floor(per_epoch / step_seconds) if step_seconds > 0 else iterations_per_epoch
     if iterations >= 1:

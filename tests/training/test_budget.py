@@ -12,7 +12,8 @@ CASES = [
     pytest.param(2550.0, 1.0, 5.0, 100, 250, Schedule(10, 250), id="cut-epochs"),
     pytest.param(5100.0, 1.0, 5.0, 100, 250, Schedule(20, 250), id="cut-epochs-more-than-minimum"),
     pytest.param(180.0, 1.0, 3.0, 100, 250, Schedule(10, 15), id="cut-iterations-to-keep-ten-epochs"),
-    pytest.param(30.0, 1.0, 5.0, 100, 250, Schedule(5, 1), id="validation-dominates"),
+    pytest.param(30.0, 1.0, 5.0, 100, 250, Schedule(1, 25), id="validation-would-dominate-fewer-longer-epochs"),
+    pytest.param(225.0, 24.6, 24.6, 100, 50, Schedule(2, 3), id="slow-steps-short-budget"),
     pytest.param(1.0, 5.0, 5.0, 100, 250, Schedule(1, 1), id="nothing-fits-still-one-step"),
     pytest.param(100.0, 1.0, 0.0, 3, 250, Schedule(3, 33), id="fewer-epochs-asked-than-minimum"),
 ]
