@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map, as in SAM's neck and upscaling path."""
+    """LayerNorm over the channel axis of a (B, C, H, W) map, as in SAM's neck and upscaling path.
+
+    Computed as one fused `layer_norm` over the last axis of the (B, H, W, C) view (SAM's formula: biased
+    variance, eps inside the square root) instead of eight element-wise passes; the output is channels-last
+    in memory, which the convolutions that follow keep.
+    """
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -16,10 +22,10 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        variance = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(variance + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        """(B, C, H, W) -> (B, C, H, W)."""
+        channels_last = x.permute(0, 2, 3, 1)  # (B, H, W, C); free when x is channels-last in memory
+        normed = F.layer_norm(channels_last, (x.shape[1],), self.weight, self.bias, self.eps)
+        return normed.permute(0, 3, 1, 2)
 
 
 class MLPBlock(nn.Module):
