@@ -91,15 +91,17 @@ class MaskDecoder(nn.Module):
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor | None,
         extra_tokens: torch.Tensor | None = None,
         layer_adapters: Sequence[BlockAdapters | None] | None = None,
     ) -> DecoderOutput:
         """
         Arguments:
           image_embeddings: (B, C, h, w), or (1, C, h, w) shared by all B prompts (SAM's usage).
-          image_pe: (B or 1, C, h, w).
-          sparse_prompt_embeddings: (B, n, C); dense_prompt_embeddings: (B, C, h, w).
+          image_pe: (P, C, h, w), P dividing B: prompt i uses image_pe[i % P] (SAM: P = 1).
+          sparse_prompt_embeddings: (B, n, C).
+          dense_prompt_embeddings: (B, C, h, w), or None when the caller has already added them to
+            `image_embeddings` (then (B, C, h, w)).
           extra_tokens: (B, n_extra, C) tokens appended after SAM's output tokens, or None.
           layer_adapters: per-layer adapters of the two-way transformer, or None.
         """
@@ -111,21 +113,23 @@ class MaskDecoder(nn.Module):
             parts.append(extra_tokens)
         tokens = torch.cat([*parts, sparse_prompt_embeddings], dim=1)  # (B, 1 + M + n_extra + n, C)
 
-        src = image_embeddings.expand(batch, -1, -1, -1) + dense_prompt_embeddings
-        pos_src = image_pe.expand(batch, -1, -1, -1)
+        if dense_prompt_embeddings is None:
+            src = image_embeddings
+        else:
+            src = image_embeddings + dense_prompt_embeddings  # (B, C, h, w); broadcasts a shared embedding
         channels, h, w = src.shape[1:]
-        hs, src = self.transformer(src, pos_src, tokens, layer_adapters)
+        hs, src = self.transformer(src, image_pe, tokens, layer_adapters)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         extra_out = hs[:, 1 + self.num_mask_tokens : 1 + self.num_mask_tokens + n_extra, :]
 
-        src = src.transpose(1, 2).reshape(batch, channels, h, w)
-        upscaled = self.output_upscaling(src)  # (B, C/8, 4h, 4w)
+        src = src.transpose(1, 2).reshape(batch, channels, h, w)  # a channels-last view of the (B, h*w, C) tokens
+        upscaled = self.output_upscaling(src)  # (B, C/8, 4h, 4w), channels-last in memory
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B, M, C/8)
         b, c, uh, uw = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, uh * uw)).view(b, -1, uh, uw)
+        masks = (hyper_in @ upscaled.reshape(b, c, uh * uw)).view(b, -1, uh, uw)  # reshape: a view either layout
         return DecoderOutput(
             masks=masks, iou_predictions=self.iou_prediction_head(iou_token_out), extra_tokens=extra_out
         )

@@ -37,6 +37,17 @@ def _apply(adapter: TensorMap | None, x: torch.Tensor) -> torch.Tensor:
     return x if adapter is None else adapter(x)
 
 
+def add_positions(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """tokens (B, L, C) + positions (P, L, C), P dividing B: item i gets positions[i % P].
+
+    P = 1 is SAM's case (one encoding shared by every prompt); P = T gives each of T consecutive items
+    (slices) its own encoding. Either way the B copies of the encoding are never materialised.
+    """
+    period = positions.shape[0]
+    grouped = tokens.reshape(-1, period, *tokens.shape[1:])  # (B/P, P, L, C)
+    return (grouped + positions).view(tokens.shape)
+
+
 class Attention(nn.Module):
     """Attention with separate q/k/v projections and optional downsampling of the internal width."""
 
@@ -99,7 +110,8 @@ class TwoWayAttentionBlock(nn.Module):
         key_pe: torch.Tensor,
         adapters: BlockAdapters | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries/query_pe (B, n_tokens, C), keys/key_pe (B, h*w, C) -> updated (queries, keys)."""
+        """queries/query_pe (B, n_tokens, C), keys (B, h*w, C), key_pe (P, h*w, C) with P dividing B
+        (see `add_positions`) -> updated (queries, keys)."""
         adapters = adapters or BlockAdapters()
         if self.skip_first_layer_pe:
             queries = _apply(adapters.after_self_attention, self.self_attn(queries, queries, queries))
@@ -108,7 +120,9 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + _apply(adapters.after_self_attention, self.self_attn(q, q, queries))
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
+        # The keys do not change before the image->token attention, so both attentions share keys + key_pe.
+        k = add_positions(keys, key_pe)  # (B, h*w, C)
+        q = queries + query_pe
         queries = self.norm2(
             queries + _apply(adapters.after_token_to_image, self.cross_attn_token_to_image(q, k, keys))
         )
@@ -118,7 +132,7 @@ class TwoWayAttentionBlock(nn.Module):
             mlp_out = mlp_out + adapters.parallel_mlp(queries)
         queries = self.norm3(queries + mlp_out)
 
-        q, k = queries + query_pe, keys + key_pe
+        q = queries + query_pe
         keys = self.norm4(keys + _apply(adapters.after_image_to_token, self.cross_attn_image_to_token(k, q, queries)))
         return queries, keys
 
@@ -162,18 +176,21 @@ class TwoWayTransformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Arguments:
-          image_embedding, image_pe: (B, C, h, w).
+          image_embedding: (B, C, h, w).
+          image_pe: (P, C, h, w), P dividing B: item i uses image_pe[i % P] (SAM: P = 1).
           point_embedding: (B, n_tokens, C) tokens, used as their own positional encoding.
           layer_adapters: one `BlockAdapters` (or None) per layer.
         Returns:
-          processed tokens (B, n_tokens, C) and image tokens (B, h*w, C).
+          processed tokens (B, n_tokens, C) and image tokens (B, h*w, C), contiguous.
         """
-        keys = image_embedding.flatten(2).permute(0, 2, 1)  # (B, h*w, C)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        # Contiguous tokens once here (free when the embedding is channels-last in memory) rather than a
+        # hidden copy in every linear layer that reads them.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()  # (P, h*w, C)
         queries = point_embedding
         adapters = list(layer_adapters) if layer_adapters is not None else [None] * self.depth
         for layer, layer_adapter in zip(self.layers, adapters, strict=True):
             queries, keys = layer(queries, keys, point_embedding, key_pe, layer_adapter)
-        q, k = queries + point_embedding, keys + key_pe
+        q, k = queries + point_embedding, add_positions(keys, key_pe)
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys

@@ -106,23 +106,25 @@ class AdaptedMaskDecoder(nn.Module):
         slices, channels, h, w = image_embeddings.shape
         num_slices = self.num_slices
         batch = slices // num_slices
-        per_query = (
-            image_embeddings.view(batch, 1, num_slices, channels, h, w)
-            .expand(batch, num_queries, num_slices, channels, h, w)
-            .reshape(-1, channels, h, w)
-        )  # (B*N*T, C, h, w)
+        # Each query's image input (SAM adds the dense prompt to the image embedding), broadcast over the
+        # queries: the image embedding is never copied per query. Image first, so the sum keeps its
+        # (channels-last) memory layout and the decoder's image tokens are a free view of it.
+        src = image_embeddings.view(batch, 1, num_slices, channels, h, w) + dense_embeddings.view(
+            batch, num_queries, num_slices, channels, h, w
+        )
+        src = src.reshape(-1, channels, h, w)  # (B*N*T, C, h, w)
+        # One positional encoding per slice; the decoder gives item (b, n, t) entry t (items are (B, N, T)).
         positions = image_pe.expand(num_slices, -1, -1, -1)  # (T, C, h, w)
         if self.depth_embedding is not None:
             positions = self.depth_embedding(positions, channels_last=False)
-        positions = positions.unsqueeze(0).expand(batch * num_queries, -1, -1, -1, -1).reshape(-1, channels, h, w)
         global_tokens = self.global_classifier_tokens.weight.view(1, num_queries, 1, channels)
         global_tokens = global_tokens.expand(batch, num_queries, num_slices, channels).reshape(-1, channels)
         classifier_tokens = (global_tokens + aux_class_tokens).unsqueeze(1)  # (B*N*T, 1, C)
         out = self.decoder.predict_masks(
-            per_query,
+            src,
             positions,
             sparse_embeddings,
-            dense_embeddings,
+            None,
             extra_tokens=classifier_tokens,
             layer_adapters=self.layer_adapters((h, w)),
         )
