@@ -40,3 +40,11 @@ class PolyLR(torch.optim.lr_scheduler.LRScheduler):
     def get_lr(self) -> list[float]:
         factor = poly_factor(self.last_epoch, self.total_steps, self.exponent)
         return [base * factor for base in self.base_lrs]
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Re-plans the schedule's length and applies the learning rate of the current step at once."""
+        self.total_steps = total_steps
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = lrs

@@ -320,7 +320,7 @@ class Trainer:
                 if step == 1:
                     timed_from = time.monotonic()
                 elif step == 1 + _BUDGET_TIMED_STEPS:
-                    self.plan_budget(plan_deadline, (time.monotonic() - timed_from) / _BUDGET_TIMED_STEPS)
+                    self.plan_budget(plan_deadline, (time.monotonic() - timed_from) / _BUDGET_TIMED_STEPS, step)
                     bar.total = self.state.schedule.iterations_per_epoch
                     plan_deadline = None
         bar.close()
@@ -328,8 +328,12 @@ class Trainer:
         means = {key: value / step for key, value in totals.items()}
         self._epoch_train_terms = average_over_ranks(means, self.context)
 
-    def plan_budget(self, deadline: float, step_seconds: float) -> None:
-        """Fits epochs × iterations to the time left (rank 0 decides, every rank follows)."""
+    def plan_budget(self, deadline: float, step_seconds: float, steps_done: int) -> None:
+        """Fits epochs × iterations to the time left (rank 0 decides, every rank follows).
+
+        The ``steps_done`` steps already taken in this first epoch stay in it, even if the fitted epochs are
+        shorter, and the poly schedule counts them, so the learning rate reaches zero at the last step.
+        """
         batches = math.ceil(self.config.validation_patches / (self.batch_per_rank * self.context.world_size))
         validation_seconds = batches * step_seconds * 0.5 if self.val_ids else 0.0
         schedule = fit_to_budget(
@@ -341,7 +345,7 @@ class Trainer:
         )
         schedule = broadcast_object(schedule, self.context)
         self.state.schedule = schedule
-        self.scheduler.total_steps = schedule.total_steps
+        self.scheduler.set_total_steps(schedule.total_steps + max(0, steps_done - schedule.iterations_per_epoch))
         self.log(
             f"time budget: one step takes {step_seconds:.2f} s here, so this run does {schedule.epochs} epochs × "
             f"{schedule.iterations_per_epoch} iterations"
@@ -487,7 +491,7 @@ class Trainer:
         if extend_to_epochs is not None and extend_to_epochs > self.state.schedule.epochs:
             # A longer run asked for: the poly schedule is stretched to the new end.
             self.state.schedule = Schedule(extend_to_epochs, self.state.schedule.iterations_per_epoch)
-            self.scheduler.total_steps = self.state.schedule.total_steps
+            self.scheduler.set_total_steps(self.state.schedule.total_steps)
         self.log(
             f"resumed from {path} after epoch {self.state.epoch} of {self.state.schedule.epochs} "
             f"({self.state.schedule.iterations_per_epoch} iterations each)"

@@ -31,3 +31,17 @@ def test_fit_to_budget(budget, step, validation, epochs, iterations, expected):
     assert schedule == expected
     if schedule.iterations_per_epoch > 1:  # a cut schedule fits the budget
         assert schedule.epochs * (schedule.iterations_per_epoch * step + validation) <= budget
+
+
+def test_replanning_the_schedule_applies_the_new_learning_rate_at_once():
+    import torch
+
+    from masksam.training.optim import PolyLR
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = PolyLR(optimizer, total_steps=10_000, exponent=1.0)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    scheduler.set_total_steps(3)  # the schedule ends here
+    assert optimizer.param_groups[0]["lr"] == 0.0 and scheduler.get_last_lr() == [0.0]

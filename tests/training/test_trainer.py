@@ -194,3 +194,14 @@ def test_cpu_threads_leave_cores_to_the_workers(monkeypatch, cores, workers, thr
 
     monkeypatch.setattr(trainer_module.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     assert trainer_module.cpu_threads_beside_workers(workers) == threads
+
+
+def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
+    config = replace(FAST, epochs=100, iterations_per_epoch=100, time_budget_minutes=0.25, validation_patches=2)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    state = trainer.fit()
+    assert 1 <= state.epoch <= state.schedule.epochs < 100
+    learning_rates = [record["lr"] for record in state.history]
+    assert all(lr > 0 for lr in learning_rates[:-1]), learning_rates  # no epoch trained at lr 0
+    if state.epoch == state.schedule.epochs:
+        assert learning_rates[-1] == 0.0
