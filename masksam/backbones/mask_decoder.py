@@ -129,7 +129,10 @@ class MaskDecoder(nn.Module):
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B, M, C/8)
         b, c, uh, uw = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, uh * uw)).view(b, -1, uh, uw)  # reshape: a view either layout
+        # Pixel-major product: (B, 4h*4w, C/8) is a view of the channels-last map, and the gradient the map
+        # receives in training comes out in that same layout (no layout conversion in the backward pass).
+        pixels = upscaled.permute(0, 2, 3, 1).reshape(b, uh * uw, c)
+        masks = (pixels @ hyper_in.transpose(1, 2)).transpose(1, 2).view(b, -1, uh, uw)  # (B, M, 4h, 4w)
         return DecoderOutput(
             masks=masks, iou_predictions=self.iou_prediction_head(iou_token_out), extra_tokens=extra_out
         )

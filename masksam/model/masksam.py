@@ -45,6 +45,17 @@ def _per_slice(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(-1, x.shape[1], *x.shape[3:])
 
 
+def resize_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, *size), bilinear (align_corners=False); no work when already at `size`.
+
+    Bilinear resampling to the same size reproduces its input exactly, so skipping it changes nothing; it
+    saves a pass over every query's mask (LiteMedSAM's masks are already at 256² = a 256² patch).
+    """
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
 def _per_query(x: torch.Tensor, num_slices: int) -> torch.Tensor:
     """(B*T, N, ...) -> (B, N, T, ...), the inverse of `_per_slice`."""
     return x.reshape(-1, num_slices, *x.shape[1:]).transpose(1, 2)
@@ -139,9 +150,7 @@ class MaskSAM(nn.Module):
         mask_prompts = None
         if use_mask_prompt:
             aux = prompts.aux_mask_logits.reshape(-1, 1, image_size, image_size)  # (B*N*T, 1, S, S)
-            mask_prompts = F.interpolate(
-                aux, size=self.prompt_encoder.mask_input_size, mode="bilinear", align_corners=False
-            )
+            mask_prompts = resize_bilinear(aux, self.prompt_encoder.mask_input_size)
         sparse, dense = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size, masks=mask_prompts)
         decoded = self.mask_decoder(
             features.embedding,
@@ -151,9 +160,7 @@ class MaskSAM(nn.Module):
             prompts.class_tokens.reshape(batch * num_queries * num_slices, -1),
             num_queries,
         )
-        masks = F.interpolate(
-            decoded.mask_logits.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
-        )
+        masks = resize_bilinear(decoded.mask_logits.unsqueeze(1), (height, width))  # (B*N*T, 1, H, W)
         aux_masks = prompts.aux_mask_logits
         if aux_masks.shape[-2:] != (height, width):
             aux_masks = F.interpolate(

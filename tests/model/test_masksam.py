@@ -9,7 +9,7 @@ import torch
 
 from masksam.backbones.sam import BACKBONES
 from masksam.model.config import AdapterConfig, MaskSamConfig, preset_config
-from masksam.model.masksam import MaskSAM, build_masksam
+from masksam.model.masksam import MaskSAM, build_masksam, resize_bilinear
 
 
 def tiny_config(**overrides) -> MaskSamConfig:
@@ -178,3 +178,17 @@ def test_multichannel_input() -> None:
     with torch.no_grad():
         output = build_masksam(config)(torch.randn(1, 4, *config.patch_size))
     assert shapes(output) == expected_shapes(config, batch=1)
+
+
+@pytest.mark.parametrize(
+    ("size", "target"),
+    [
+        pytest.param((8, 8), (8, 8), id="same-size"),
+        pytest.param((8, 8), (12, 10), id="up"),
+        pytest.param((8, 8), (4, 6), id="down"),
+    ],
+)
+def test_resize_bilinear_skips_only_the_identity(size, target) -> None:
+    maps = torch.randn(3, 2, *size)
+    expected = torch.nn.functional.interpolate(maps, size=target, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(resize_bilinear(maps, target), expected, rtol=0, atol=0)
