@@ -1,13 +1,13 @@
 """Time of one MaskSAM training step (forward + backward + AdamW step) and one inference forward on CPU.
 
-Table printed, one row per (backbone, preset): train step s, its forward s and backward+step s, inference
-forward s (eval mode, no autograd), the process CPU time of a train step (user + sys of all threads; it
-includes OpenMP threads spin-waiting, so it is no cure for a busy machine) and the peak RSS of the process
-that ran it. Times are medians over the repeats. Each row runs in a fresh process so its peak RSS is its
-own. The input is a random (B, C, T, H, W) patch; the loss is the mean square of every output (the matcher
-and losses are not part of this benchmark). Trainable tensors that start at zero (adapter outputs, depth
-tables) get small random values, as after some training, so every branch of the model does real work and
-the gradient check below means something.
+Table printed, one row per (backbone, preset, N queries): train step s, its forward s and backward+step s,
+inference forward s (eval mode, no autograd), the process CPU time of a train step (user + sys of all
+threads; it includes OpenMP threads spin-waiting, so it is no cure for a busy machine) and the peak RSS of
+the process that ran it. Times are medians over the repeats. Each row runs in a fresh process so its peak
+RSS is its own. The input is a random (B, C, T, H, W) patch; the loss is the mean square of every output
+(the matcher and losses are not part of this benchmark). Trainable tensors that start at zero (adapter
+outputs, depth tables) get small random values, as after some training, so every branch of the model does
+real work and the gradient check below means something.
 
 ``--compare REF`` runs the same rows on the package as committed at git revision REF (extracted into a
 temporary folder) and on the working tree, alternating the two processes ``--rounds`` times (the machine is
@@ -17,7 +17,7 @@ times). It also checks that both give the same outputs and the same gradients (m
 Usage::
 
     python benchmarks/bench_train_step.py [--rows tiny lite_medsam] [--vit-b] [--batch 1] [--repeats 3]
-        [--threads 2] [--compare REF] [--rounds 1] [--profile] [--keep-freed-memory]
+        [--threads 2] [--num-queries N] [--compare REF] [--rounds 1] [--profile] [--keep-freed-memory]
 
 ``--keep-freed-memory`` runs the processes with glibc's malloc told to keep freed memory (see
 ``KEEP_FREED_MEMORY``). Measured here (lite_medsam acdc, batch 1, 2 threads): train step 19.4-19.8 s ->
@@ -65,6 +65,7 @@ class Timing:
     backbone: str
     preset: str
     batch: int
+    queries: int
     forward: list[float]
     backward: list[float]
     inference: list[float]
@@ -89,6 +90,8 @@ def worker(spec: dict[str, object]) -> None:
 
     torch.set_num_threads(int(spec["threads"]))
     preset, overrides = ROWS[str(spec["row"])]
+    if spec.get("num_queries"):
+        overrides = {**overrides, "num_queries": int(spec["num_queries"])}
     config = preset_config(preset, **overrides)
     torch.manual_seed(0)
     checkpoint = find_cached_weights(config.backbone) if config.backbone == "lite_medsam" else None
@@ -150,6 +153,7 @@ def worker(spec: dict[str, object]) -> None:
         backbone=config.backbone,
         preset=preset,
         batch=batch,
+        queries=config.num_queries,
         forward=list(forward),
         backward=list(backward),
         inference=inference_times,
@@ -179,6 +183,7 @@ def run_worker(source: Path, row: str, args: argparse.Namespace, save: Path | No
         "threads": args.threads,
         "save": str(save) if save else None,
         "profile": args.profile,
+        "num_queries": args.num_queries,
     }
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     if args.keep_freed_memory:
@@ -244,14 +249,14 @@ def median(values: list[float]) -> float:
 
 
 def print_table(rows: list[tuple[str, Timing]]) -> None:
-    header = ["version", "backbone", "preset", "batch", "train step s", "forward s", "backward s", "infer s"]
+    header = ["version", "backbone", "preset", "batch", "N", "train step s", "forward s", "backward s", "infer s"]
     header += ["step CPU s", "RSS MB"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for version, t in rows:
         forward, backward = median(t.forward), median(t.backward)
         steps = [f + b for f, b in zip(t.forward, t.backward, strict=True)]
-        cells = [version, t.backbone, t.preset, str(t.batch), f"{median(steps):.3g}", f"{forward:.3g}"]
+        cells = [version, t.backbone, t.preset, str(t.batch), str(t.queries), f"{median(steps):.3g}", f"{forward:.3g}"]
         cells += [f"{backward:.3g}", f"{median(t.inference):.3g}", f"{median(t.step_cpu):.1f}", f"{t.peak_rss_mb:.0f}"]
         print(" | ".join(cells))
 
@@ -264,6 +269,7 @@ def merge(timings: list[Timing]) -> Timing:
         backbone=first.backbone,
         preset=first.preset,
         batch=first.batch,
+        queries=first.queries,
         forward=[x for t in timings for x in t.forward],
         backward=[x for t in timings for x in t.backward],
         inference=[x for t in timings for x in t.inference],
@@ -281,6 +287,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--num-queries", type=int, help="override the preset's number of queries N")
     parser.add_argument("--compare", metavar="REF", help="git revision to compare the working tree with")
     parser.add_argument("--rounds", type=int, default=1, help="alternating processes per version with --compare")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one training step")
