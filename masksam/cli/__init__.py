@@ -17,6 +17,7 @@ from masksam.cli import (
     train_command,
     weights_command,
 )
+from masksam.cli.process import keep_freed_memory
 from masksam.errors import MaskSamError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.command("demo")(demo_command.demo)
 
 def main() -> None:
     """Entry point of the console script: our own errors become one line on stderr and exit code 1."""
+    keep_freed_memory()
     try:
         app(standalone_mode=False)
     except MaskSamError as error:
