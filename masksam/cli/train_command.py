@@ -45,6 +45,11 @@ def train(
         True, "--final-validation/--no-final-validation", help="Predict the validation cases after training."
     ),
     prompt_mode: str = typer.Option("generated", "--prompt-mode", help="generated (prompt-free) or ground_truth."),
+    train_backbone: bool = typer.Option(
+        None,
+        "--train-backbone/--freeze-backbone",
+        help="Train SAM's own weights too (default: only for tiny, whose weights are random; MaskSAM freezes them).",
+    ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
 ) -> None:
     """Train MaskSAM on one fold; writes checkpoints, metrics.csv, progress.png and training_log.txt."""
@@ -78,7 +83,9 @@ def train(
                 raise ConfigError(
                     f"{fold_dir} already holds a training run; pass --continue to resume it or choose another -o"
                 )
-            model_config = model_config_for(plans, backbone=backbone, preset=preset, prompt_mode=prompt_mode)
+            model_config = model_config_for(
+                plans, backbone=backbone, preset=preset, prompt_mode=prompt_mode, train_backbone=train_backbone
+            )
             training_config = TrainingConfig(
                 fold=fold,
                 epochs=epochs or 100,

@@ -68,6 +68,9 @@ class MaskSamConfig:
     include_background: background is one of the K classes with its own segment (authors' choice).
     prompt_mode: "generated" (prompt-free) or "ground_truth" (boxes from the labels; paper's "GT bbox").
     position_adaptation: how SAM's 1024-trained position tables follow a smaller input ("crop"/"interpolate").
+    train_backbone: train SAM's own weights too. MaskSAM keeps them frozen (False); True is for a backbone
+      without pretrained weights (``tiny``), whose frozen random decoder cannot turn prompts into masks.
+      TinyViT's stage 0 stays frozen either way (it runs without autograd).
     """
 
     backbone: str = "lite_medsam"
@@ -79,6 +82,7 @@ class MaskSamConfig:
     include_background: bool = True
     prompt_mode: PromptMode = "generated"
     position_adaptation: Literal["crop", "interpolate"] = "crop"
+    train_backbone: bool = False
     modality_hidden: int = 16
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     prompt_generator: PromptGeneratorConfig = field(default_factory=PromptGeneratorConfig)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from masksam.backbones.image_encoder_vit import ImageEncoderViT
-from masksam.backbones.sam import SamBackbone, build_backbone, load_backbone_weights
+from masksam.backbones.sam import SamBackbone, backbone_spec, build_backbone, load_backbone_weights
+from masksam.errors import ConfigError
 from masksam.model.config import MaskSamConfig
 from masksam.model.depth import fold_depth
 from masksam.model.image_encoder import AdaptedViTEncoder
@@ -61,6 +62,17 @@ def _per_query(x: torch.Tensor, num_slices: int) -> torch.Tensor:
     return x.reshape(-1, num_slices, *x.shape[1:]).transpose(1, 2)
 
 
+# SAM parts MaskSAM's forward never reads: the IoU head, and the prompt encoder's point and no-mask embeddings
+# (our prompts are boxes and masks). They stay frozen even when SAM's weights are trained.
+UNUSED_SAM_PARTS = (
+    "mask_decoder.decoder.iou_prediction_head.",
+    "prompt_encoder.no_mask_embed.",
+    "prompt_encoder.not_a_point_embed.",
+    "prompt_encoder.point_embeddings.0.",
+    "prompt_encoder.point_embeddings.1.",
+)
+
+
 class MaskSAM(nn.Module):
     """Prompt-free, mask-classification SAM for (B, C, T, H, W) patches."""
 
@@ -104,10 +116,20 @@ class MaskSAM(nn.Module):
             num_slices=num_slices,
             config=config.adapters,
         )
+        if config.train_backbone:
+            for module in self.sam_modules():
+                module.requires_grad_(True)
+            for name, parameter in self.named_parameters():
+                if name.startswith(UNUSED_SAM_PARTS):
+                    parameter.requires_grad_(False)  # never reached by the loss: no gradient, DDP would stall
+
+    def sam_modules(self) -> list[nn.Module]:
+        """SAM's own parts: image encoder, prompt encoder and mask decoder (without our adapters)."""
+        return [self.image_encoder.encoder, self.prompt_encoder, self.mask_decoder.decoder]
 
     def frozen_modules(self) -> list[nn.Module]:
-        """SAM's own parts: never trained, always in eval mode."""
-        return [self.image_encoder.encoder, self.prompt_encoder, self.mask_decoder.decoder]
+        """SAM's parts when they are frozen (MaskSAM's default): never trained, always in eval mode."""
+        return [] if self.config.train_backbone else self.sam_modules()
 
     def train(self, mode: bool = True) -> MaskSAM:
         super().train(mode)
@@ -182,9 +204,14 @@ def build_masksam(config: MaskSamConfig, checkpoint: str | Path | None = None) -
     """Build the backbone named in `config`, load its official weights strictly if given, and wrap it.
 
     Raises:
-        ConfigError: unknown backbone or unsupported input size.
+        ConfigError: unknown backbone or unsupported input size, or ``train_backbone`` on TinyViT.
         CheckpointError: unreadable weights, or weights of another architecture.
     """
+    if config.train_backbone and backbone_spec(config.backbone).encoder != "vit":
+        raise ConfigError(
+            f"train_backbone is for the ViT backbones; {config.backbone}'s TinyViT stays frozen "
+            "(its stage 0 runs without autograd): use --freeze-backbone"
+        )
     backbone = build_backbone(
         config.backbone, image_size=config.image_size, position_adaptation=config.position_adaptation
     )

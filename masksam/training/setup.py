@@ -12,14 +12,20 @@ from masksam.model.config import PRESETS, MaskSamConfig, preset_config
 
 
 def model_config_for(
-    plans: Plans, *, backbone: str, preset: str | None = None, prompt_mode: str = "generated"
+    plans: Plans,
+    *,
+    backbone: str,
+    preset: str | None = None,
+    prompt_mode: str = "generated",
+    train_backbone: bool | None = None,
 ) -> MaskSamConfig:
     """The model for a planned dataset: adapter/prompt-generator settings from a preset, geometry from the plans.
 
     The preset is ``preset`` if given, else ``tiny`` for the tiny backbone, else the plans' preset, else ``acdc``
     (the paper's settings). Patch size, queries, classes, channels and the background choice always follow the
     plans, because the data was prepared for them; the backbone input side is the supported size nearest the
-    patch's in-plane size.
+    patch's in-plane size. SAM's own weights are trained only when ``train_backbone`` says so; by default
+    (None) only for ``tiny``, whose random weights a frozen model could not use.
     """
     backbone_spec(backbone)  # unknown names fail here with the list of backbones
     name = preset or ("tiny" if backbone == "tiny" else (plans.preset or "acdc"))
@@ -34,6 +40,7 @@ def model_config_for(
         in_channels=plans.num_channels,
         include_background=plans.include_background,
         prompt_mode=prompt_mode,
+        train_backbone=backbone == "tiny" if train_backbone is None else train_backbone,
     )
 
 

@@ -192,3 +192,19 @@ def test_resize_bilinear_skips_only_the_identity(size, target) -> None:
     maps = torch.randn(3, 2, *size)
     expected = torch.nn.functional.interpolate(maps, size=target, mode="bilinear", align_corners=False)
     torch.testing.assert_close(resize_bilinear(maps, target), expected, rtol=0, atol=0)
+
+
+def test_train_backbone_is_refused_on_tinyvit() -> None:
+    from masksam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--freeze-backbone"):
+        build_masksam(preset_config("acdc", backbone="lite_medsam", train_backbone=True))
+
+
+def test_train_backbone_trains_sam_except_the_parts_masksam_never_reads() -> None:
+    from masksam.model.masksam import UNUSED_SAM_PARTS
+
+    model = build_masksam(preset_config("tiny", train_backbone=True))
+    frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+    assert frozen and all(name.startswith(UNUSED_SAM_PARTS) for name in frozen)
+    assert model.frozen_modules() == []

@@ -126,8 +126,16 @@ def test_a_few_steps_overfit_one_batch(planned_dataset):
     assert losses[-1] < 0.75 * losses[0], losses
 
 
-def test_gradients_reach_only_trainable_parameters(planned_dataset):
-    trainer = make_trainer(planned_dataset, Path("unused"))
+@pytest.mark.parametrize("train_backbone", [False, True], ids=["frozen-sam", "trained-sam"])
+def test_gradients_reach_only_trainable_parameters(planned_dataset, train_backbone: bool):
+    trainer = make_trainer(planned_dataset, Path("unused"), train_backbone=train_backbone)
+    sam_names = {
+        f"{prefix}.{name}"
+        for prefix in ("image_encoder.encoder", "prompt_encoder", "mask_decoder.decoder")
+        for name, _ in trainer.model.get_submodule(prefix).named_parameters()
+    }
+    trained_sam = {name for name, p in trainer.model.named_parameters() if p.requires_grad and name in sam_names}
+    assert bool(trained_sam) == train_backbone
     image, label = next(iter(trainer.build_loader(epoch=0)))
     config = trainer.model_config
     targets = trainer.targets(label)
