@@ -1,13 +1,17 @@
 """Time of one MaskSAM training step (forward + backward + AdamW step) and one inference forward on CPU.
 
-Table printed, one row per (backbone, preset, N queries): train step s, its forward s and backward+step s,
-inference forward s (eval mode, no autograd), the process CPU time of a train step (user + sys of all
-threads; it includes OpenMP threads spin-waiting, so it is no cure for a busy machine) and the peak RSS of
-the process that ran it. Times are medians over the repeats. Each row runs in a fresh process so its peak
-RSS is its own. The input is a random (B, C, T, H, W) patch; the loss is the mean square of every output
-(the matcher and losses are not part of this benchmark). Trainable tensors that start at zero (adapter
-outputs, depth tables) get small random values, as after some training, so every branch of the model does
-real work and the gradient check below means something.
+Table printed, one row per (backbone, input size, preset, N queries): train step s, its forward s and
+backward+step s, inference forward s (eval mode, no autograd), the process CPU time of a train step (user +
+sys of all threads; it includes OpenMP threads spin-waiting, so it is no cure for a busy machine), the peak
+RSS of the process that ran it (on a GPU: peak CUDA allocations), the FLOPs of one forward + backward pass
+as ``torch.utils.flop_counter`` counts them (matmuls and convolutions; element-wise work is not counted),
+the FLOP rate that gives, the dense-matmul rate measured in the same process on the same device (2048²
+fp32 on a CPU, bf16 on a GPU: the practical peak), and their ratio, the utilisation. Times are medians over
+the repeats. Each row runs in a fresh process so its peak RSS is its own. The input is a random (B, C, T, H, W)
+patch; the loss is the mean square of every output (the matcher and losses are not part of this
+benchmark). Trainable tensors that start at zero (adapter outputs, depth tables) get small random values, as
+after some training, so every branch of the model does real work and the gradient check below means
+something.
 
 ``--compare REF`` runs the same rows on the package as committed at git revision REF (extracted into a
 temporary folder) and on the working tree, alternating the two processes ``--rounds`` times (the machine is
@@ -16,12 +20,16 @@ times). It also checks that both give the same outputs and the same gradients (m
 
 Usage::
 
-    python benchmarks/bench_train_step.py [--rows tiny lite_medsam] [--vit-b] [--batch 1] [--repeats 3]
-        [--threads 2] [--num-queries N] [--compare REF] [--rounds 1] [--profile] [--keep-freed-memory]
+    python benchmarks/bench_train_step.py [--rows tiny lite_medsam ...] [--vit-b] [--batch 1] [--repeats 3]
+        [--threads 2] [--device cpu] [--num-queries N] [--compare REF] [--rounds 1] [--profile] [--keep-freed-memory]
 
 ``--keep-freed-memory`` runs the processes with glibc's malloc told to keep freed memory (see
 ``KEEP_FREED_MEMORY``). Measured here (lite_medsam acdc, batch 1, 2 threads): train step 19.4-19.8 s ->
 11.2 s, inference 5.5-7.2 s -> 5.0 s, peak RSS 7.1-7.2 GB -> 8.4 GB.
+
+Rows: ``tiny`` (tiny preset), ``lite_medsam`` (ACDC preset: 4×256×256, N=8), ``lite_medsam_128`` (the
+same patch run through LiteMedSAM at 128²), ``vit_b`` (ACDC preset on SAM ViT-B at 256²), ``vit_b_1024``
+(ViT-B at SAM's native 1024², for GPUs). ``--device cuda`` runs under bf16 autocast.
 
 ``lite_medsam`` uses the real weights when ``masksam weights lite_medsam`` has been run (random weights
 otherwise: same cost); ``--vit-b`` adds a ViT-B row at 256² (random weights, slow).
@@ -46,7 +54,9 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS: dict[str, tuple[str, dict[str, object]]] = {
     "tiny": ("tiny", {}),
     "lite_medsam": ("acdc", {}),
+    "lite_medsam_128": ("acdc", {"image_size": 128}),  # the ACDC patch run through LiteMedSAM at 128²
     "vit_b": ("acdc", {"backbone": "vit_b"}),
+    "vit_b_1024": ("acdc", {"backbone": "vit_b", "image_size": 1024}),  # SAM's native input: for GPUs
 }
 
 
@@ -72,6 +82,10 @@ class Timing:
     step_cpu: list[float]
     peak_rss_mb: float
     package: str
+    image_size: int = 0
+    step_gflop: float = 0.0
+    matmul_gflops: float = 0.0
+    device: str = "cpu"
 
 
 def worker(spec: dict[str, object]) -> None:
@@ -89,20 +103,28 @@ def worker(spec: dict[str, object]) -> None:
     from masksam.model.masksam import build_masksam
 
     torch.set_num_threads(int(spec["threads"]))
+    device = torch.device(str(spec.get("device") or "cpu"))
     preset, overrides = ROWS[str(spec["row"])]
     if spec.get("num_queries"):
         overrides = {**overrides, "num_queries": int(spec["num_queries"])}
     config = preset_config(preset, **overrides)
     torch.manual_seed(0)
     checkpoint = find_cached_weights(config.backbone) if config.backbone == "lite_medsam" else None
-    model = build_masksam(config, checkpoint)
+    model = build_masksam(config, checkpoint).to(device)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad and not parameter.any():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     batch = int(spec["batch"])
-    volume = torch.randn((batch, config.in_channels, *config.patch_size), generator=generator)
+    volume = torch.randn((batch, config.in_channels, *config.patch_size), generator=generator).to(device)
+    # bf16 autocast on GPUs (the trainer's default there); fp32 on the CPU, where bf16 is emulated.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def loss_of(output: object) -> torch.Tensor:
@@ -113,18 +135,24 @@ def worker(spec: dict[str, object]) -> None:
         return usage.ru_utime + usage.ru_stime
 
     def train_step() -> tuple[float, float, float]:
+        synchronize()
         cpu, start = cpu_seconds(), time.perf_counter()
-        output = model(volume)
+        with autocast:
+            output = model(volume)
+        synchronize()
         middle = time.perf_counter()
         loss_of(output).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize()
         return middle - start, time.perf_counter() - middle, cpu_seconds() - cpu
 
     def inference() -> float:
+        synchronize()
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             model(volume)
+        synchronize()
         return time.perf_counter() - start
 
     save = spec.get("save")
@@ -147,7 +175,11 @@ def worker(spec: dict[str, object]) -> None:
     inference_times = [inference() for _ in range(int(spec["repeats"]))]
     if spec.get("profile"):
         print_profile(model.train(), train_step)
+    step_gflop = count_step_flops(model.train(), volume, loss_of, autocast) / 1e9
+    matmul_gflops = dense_matmul_gflops(device)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     timing = Timing(
         row=str(spec["row"]),
         backbone=config.backbone,
@@ -160,8 +192,47 @@ def worker(spec: dict[str, object]) -> None:
         step_cpu=list(step_cpu),
         peak_rss_mb=peak_mb,
         package=str(Path(masksam.__file__).parent),
+        image_size=config.image_size,
+        step_gflop=step_gflop,
+        matmul_gflops=matmul_gflops,
+        device=str(device),
     )
     print("RESULT " + json.dumps(asdict(timing)), flush=True)
+
+
+def count_step_flops(model, volume, loss_of, autocast) -> float:
+    """FLOPs of one forward + backward pass, as torch.utils.flop_counter counts them (matmuls and convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with autocast:
+            output = model(volume)
+        loss_of(output).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def dense_matmul_gflops(device, size: int = 2048, repeats: int = 10) -> float:
+    """Best-of-three fp32 (CPU) or bf16 (GPU) square matmul throughput: the device's practical peak."""
+    import time
+
+    import torch
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best / 1e9
 
 
 def print_profile(model: object, train_step: object) -> None:
@@ -184,6 +255,7 @@ def run_worker(source: Path, row: str, args: argparse.Namespace, save: Path | No
         "save": str(save) if save else None,
         "profile": args.profile,
         "num_queries": args.num_queries,
+        "device": args.device,
     }
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     if args.keep_freed_memory:
@@ -249,15 +321,18 @@ def median(values: list[float]) -> float:
 
 
 def print_table(rows: list[tuple[str, Timing]]) -> None:
-    header = ["version", "backbone", "preset", "batch", "N", "train step s", "forward s", "backward s", "infer s"]
-    header += ["step CPU s", "RSS MB"]
+    header = ["version", "backbone", "input", "preset", "batch", "N", "train step s", "forward s", "backward s"]
+    header += ["infer s", "step CPU s", "peak MB", "GFLOP/step", "GFLOP/s", "matmul GFLOP/s", "utilisation"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for version, t in rows:
         forward, backward = median(t.forward), median(t.backward)
         steps = [f + b for f, b in zip(t.forward, t.backward, strict=True)]
-        cells = [version, t.backbone, t.preset, str(t.batch), str(t.queries), f"{median(steps):.3g}", f"{forward:.3g}"]
-        cells += [f"{backward:.3g}", f"{median(t.inference):.3g}", f"{median(t.step_cpu):.1f}", f"{t.peak_rss_mb:.0f}"]
+        achieved = t.step_gflop / median(steps)
+        cells = [version, t.backbone, f"{t.image_size}²", t.preset, str(t.batch), str(t.queries)]
+        cells += [f"{median(steps):.3g}", f"{forward:.3g}", f"{backward:.3g}", f"{median(t.inference):.3g}"]
+        cells += [f"{median(t.step_cpu):.1f}", f"{t.peak_rss_mb:.0f}", f"{t.step_gflop:.3g}", f"{achieved:.0f}"]
+        cells += [f"{t.matmul_gflops:.0f}", f"{achieved / t.matmul_gflops:.0%}" if t.matmul_gflops else ""]
         print(" | ".join(cells))
 
 
@@ -276,6 +351,10 @@ def merge(timings: list[Timing]) -> Timing:
         step_cpu=[x for t in timings for x in t.step_cpu],
         peak_rss_mb=max(t.peak_rss_mb for t in timings),
         package=first.package,
+        image_size=first.image_size,
+        step_gflop=first.step_gflop,
+        matmul_gflops=max(t.matmul_gflops for t in timings),
+        device=first.device,
     )
 
 
@@ -287,6 +366,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast; peak MB = CUDA allocations)")
     parser.add_argument("--num-queries", type=int, help="override the preset's number of queries N")
     parser.add_argument("--compare", metavar="REF", help="git revision to compare the working tree with")
     parser.add_argument("--rounds", type=int, default=1, help="alternating processes per version with --compare")

@@ -1,0 +1,325 @@
+"""Real-data experiment: MaskSAM and baselines on ACDC under one wall-clock training budget each.
+
+Rows (each trained on fold ``--fold`` of our 5-fold split by patient, then predicted and scored with the same
+evaluation as ``masksam evaluate`` on ``--eval-images``/``--eval-labels``, by default the fold's validation
+cases):
+
+- ``masksam_lite_medsam``: MaskSAM on the pretrained, frozen LiteMedSAM (our headline);
+- ``masksam_tiny``: MaskSAM on the tiny backbone, SAM's weights trained from scratch (no pretraining);
+- ``litemedsam_gt_boxes``: LiteMedSAM zero-shot, one ground-truth box per class and slice, the box's class as
+  the label (the paper's "MedSAM bbox" rows; no training);
+- ``masksam_gt_prompt``: MaskSAM on LiteMedSAM in ground-truth prompt mode (boxes from the labels in training
+  and prediction; the paper's "MaskSAM bbox" row);
+- ``unet``: a from-scratch U-Net (MONAI DynUNet) on the same data pipeline and budget;
+- the paper's ACDC numbers (Tab. 3), printed for reference, not measured here.
+
+Every step is a ``masksam`` command or library call whose command line is logged; rows already finished in
+``--output`` are reused (``--force`` redoes them), so an interrupted run continues where it stopped. Prints a
+Markdown table and writes ``results.json``.
+
+Usage::
+
+    python benchmarks/acdc_experiment.py [--dataset ../shared/data/Dataset027_ACDC] [--output acdc_experiment]
+        [--minutes 45] [--rows masksam_lite_medsam masksam_tiny ...] [--fold 0]
+        [--eval-images DIR --eval-labels DIR] [--tta] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
+CLASSES = ("RV", "MYO", "LV")
+
+# MaskSAM paper, Tab. 3 (ACDC, Dice in %): not measured here; their split (70/10/20 patients) and budget differ.
+PAPER_TABLE_3 = {
+    "nnUNet (paper)": (90.24, 89.24, 95.36, 91.61),
+    "MedSAM bbox, GT prompts (paper)": (85.86, 80.31, 92.33, 86.17),
+    "MaskSAM bbox, GT prompts (paper)": (94.27, 91.69, 96.92, 94.30),
+    "MaskSAM (paper)": (92.30, 91.37, 96.49, 93.39),
+}
+
+
+@dataclass
+class RowResult:
+    """One measured row: per-class Dice and HD95, and what the training got out of its budget."""
+
+    row: str
+    description: str
+    dice: dict[str, float]
+    hd95: dict[str, float]
+    mean_dice: float
+    mean_hd95: float
+    train_minutes: float | None = None
+    train_steps: int | None = None
+    predict_minutes: float | None = None
+    commands: list[str] = field(default_factory=list)
+
+
+ROWS = {
+    "masksam_lite_medsam": "MaskSAM, LiteMedSAM backbone (pretrained, frozen)",
+    "masksam_tiny": "MaskSAM, tiny backbone trained from scratch",
+    "litemedsam_gt_boxes": "LiteMedSAM zero-shot, GT box per class and slice",
+    "masksam_gt_prompt": "MaskSAM, LiteMedSAM, GT-box prompt mode",
+    "unet": "U-Net from scratch (MONAI DynUNet)",
+}
+
+
+def run(command: list[str], log: Path, commands: list[str]) -> None:
+    """Runs a command with its output appended to ``log``; raises on failure with the log's tail."""
+    printable = shlex.join(command)
+    commands.append(printable)
+    print(f"$ {printable}", flush=True)
+    with log.open("a") as handle:
+        handle.write(f"$ {printable}\n")
+        handle.flush()
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = log.read_text().splitlines()[-15:]
+        raise SystemExit(f"failed ({result.returncode}): {printable}\n" + "\n".join(tail))
+
+
+def masksam(*args: str) -> list[str]:
+    return [sys.executable, "-m", "masksam", *args]
+
+
+def validation_set(plans_dir: Path, dataset: Path, fold: int, target: Path) -> tuple[Path, Path]:
+    """Folders of symbolic links to the fold's validation images and labels (nnU-Net layout)."""
+    splits = json.loads((plans_dir / "splits_final.json").read_text())
+    images, labels = target / "imagesVal", target / "labelsVal"
+    for folder in (images, labels):
+        folder.mkdir(parents=True, exist_ok=True)
+    for case_id in splits[fold]["val"]:
+        for source, link in (
+            (dataset / "imagesTr" / f"{case_id}_0000.nii.gz", images / f"{case_id}_0000.nii.gz"),
+            (dataset / "labelsTr" / f"{case_id}.nii.gz", labels / f"{case_id}.nii.gz"),
+        ):
+            if not link.exists():
+                link.symlink_to(source.resolve())
+    return images, labels
+
+
+def score(predictions: Path, labels: Path, dataset: Path, row: str, **extra) -> RowResult:
+    """Evaluates a prediction folder (as ``masksam evaluate``) and keeps the per-class means."""
+    from masksam.evaluation.summary import evaluate_folders, write_summary
+
+    summary = evaluate_folders(predictions, labels, labels=dataset / "dataset.json", num_workers=1)
+    write_summary(summary, predictions / "summary.json")
+    return RowResult(
+        row=row,
+        description=ROWS[row],
+        dice={item.name: item.dice for item in summary.classes},
+        hd95={item.name: item.hd95 for item in summary.classes},
+        mean_dice=summary.foreground_dice,
+        mean_hd95=summary.foreground_hd95,
+        **extra,
+    )
+
+
+def training_steps(model_dir: Path, fold: int) -> int | None:
+    """Optimiser steps the run took: epochs in its metrics.csv × iterations per epoch from its training log."""
+    import re
+
+    fold_dir = model_dir / f"fold_{fold}"
+    metrics, log = fold_dir / "metrics.csv", fold_dir / "training_log.txt"
+    if not (metrics.is_file() and log.is_file()):
+        return None
+    plans = re.findall(r"(\d+) epochs × (\d+) iterations", log.read_text())
+    if not plans:
+        return None
+    epochs = len(metrics.read_text().strip().splitlines()) - 1
+    return epochs * int(plans[-1][1])
+
+
+def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
+    """Train with ``masksam train`` under the budget, predict with ``masksam predict``, score."""
+    model_dir = args.output / row
+    backbone = "tiny" if row == "masksam_tiny" else "lite_medsam"
+    ground_truth = row == "masksam_gt_prompt"
+    commands: list[str] = []
+    started = time.monotonic()
+    if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
+        train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
+        train += ["--fold", str(args.fold), "--backbone", backbone, "--time-budget", f"{args.minutes:g}"]
+        train += ["--num-workers", "1", "--no-final-validation", "--seed", str(args.seed)]
+        if ground_truth:
+            train += ["--prompt-mode", "ground_truth"]
+        resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
+        run(masksam(*train, *(["--continue"] if resume else [])), log, commands)
+    trained = time.monotonic()
+    predictions = model_dir / "predictions"
+    predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
+    predict += [] if args.tta else ["--no-tta"]
+    if ground_truth:
+        predict += ["--prompt-labels", str(labels)]
+    run(masksam(*predict), log, commands)
+    return score(
+        predictions,
+        labels,
+        args.dataset,
+        row,
+        train_minutes=(trained - started) / 60 or None,
+        train_steps=training_steps(model_dir, args.fold),
+        predict_minutes=(time.monotonic() - trained) / 60,
+        commands=commands,
+    )
+
+
+def boxes_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
+    """LiteMedSAM zero-shot from ground-truth boxes, slice by slice along the plans' slice axis."""
+    import numpy as np
+    import torch
+
+    from masksam.backbones.sam import build_backbone, load_backbone_weights
+    from masksam.backbones.weights import fetch_weights
+    from masksam.data.io import read_volume
+    from masksam.data.plans import Plans
+    from masksam.inference.box_prompted import box_prompted_labels
+    from masksam.inference.export import write_label_map
+
+    torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    plans = Plans.load(plans_dir)
+    backbone = load_backbone_weights(build_backbone("lite_medsam"), fetch_weights("lite_medsam"))
+    classes = sorted(value for value in plans.labels.values() if value != 0)
+    axis = plans.transpose[0]
+    predictions = args.output / "litemedsam_gt_boxes" / "predictions"
+    for label_file in sorted(labels.glob("*.nii.gz")):
+        target = predictions / label_file.name
+        if target.exists():
+            continue
+        image_file = images / f"{label_file.name.removesuffix('.nii.gz')}_0000.nii.gz"
+        volume = np.moveaxis(read_volume(image_file).array, axis, 0)  # (slices, ...)
+        reference = np.moveaxis(read_volume(label_file, is_label=True).array, axis, 0)
+        predicted = box_prompted_labels(backbone, volume, reference, classes)
+        write_label_map(np.moveaxis(predicted, 0, axis), image_file, target)
+        print(f"  {label_file.name}: {len(volume)} slices", flush=True)
+    return score(
+        predictions,
+        labels,
+        args.dataset,
+        "litemedsam_gt_boxes",
+        predict_minutes=(time.monotonic() - started) / 60,
+        commands=["masksam.inference.box_prompted.box_prompted_labels (LiteMedSAM at 256², percentile window)"],
+    )
+
+
+def unet_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
+    """U-Net from scratch with the same loader, augmentation and budget (masksam.baselines.unet)."""
+    from masksam.baselines.unet import predict_unet, train_unet
+
+    model_dir = args.output / "unet"
+    started = time.monotonic()
+    model_file = train_unet(
+        plans_dir, model_dir, fold=args.fold, minutes=args.minutes, seed=args.seed, num_workers=1, device="cpu"
+    )
+    trained = time.monotonic()
+    predictions = model_dir / "predictions"
+    predict_unet(model_file, images, predictions, tta=args.tta, device="cpu")
+    return score(
+        predictions,
+        labels,
+        args.dataset,
+        "unet",
+        train_minutes=(trained - started) / 60,
+        train_steps=training_steps(model_dir, args.fold),
+        predict_minutes=(time.monotonic() - trained) / 60,
+        commands=[f"masksam.baselines.unet.train_unet(minutes={args.minutes:g}) + predict_unet(tta={args.tta})"],
+    )
+
+
+def table(results: list[RowResult]) -> str:
+    """Markdown table: measured rows, then the paper's."""
+    lines = [
+        "| row | RV | MYO | LV | mean Dice | mean HD95 (vox) | train min | steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        dice = " | ".join(f"{100 * result.dice.get(name, float('nan')):.1f}" for name in CLASSES)
+        steps = "" if result.train_steps is None else str(result.train_steps)
+        minutes = "" if result.train_minutes is None else f"{result.train_minutes:.0f}"
+        lines.append(
+            f"| {result.description} | {dice} | {100 * result.mean_dice:.1f} | {result.mean_hd95:.1f} "
+            f"| {minutes} | {steps} |"
+        )
+    for name, (rv, myo, lv, mean) in PAPER_TABLE_3.items():
+        lines.append(f"| {name}, not measured here | {rv} | {myo} | {lv} | {mean} | | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--output", type=Path, default=Path("acdc_experiment"))
+    parser.add_argument("--minutes", type=float, default=45.0, help="training budget of each trained row")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--eval-images", type=Path, help="nnU-Net-layout images (default: the fold's validation)")
+    parser.add_argument("--eval-labels", type=Path, help="their labels")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="redo rows whose results exist")
+    args = parser.parse_args()
+    if (args.eval_images is None) != (args.eval_labels is None):
+        parser.error("--eval-images and --eval-labels go together")
+    args.output = args.output.resolve()
+    args.dataset = args.dataset.resolve()
+    args.output.mkdir(parents=True, exist_ok=True)
+    log = args.output / "experiment.log"
+    plans_dir = args.output / "plans"
+    if not (plans_dir / "plans.json").is_file():
+        run(masksam("plan", str(args.dataset), "-o", str(plans_dir), "-j", "1"), log, [])
+    if args.eval_images is None:
+        images, labels = validation_set(plans_dir, args.dataset, args.fold, args.output / "eval")
+    else:
+        images, labels = args.eval_images.resolve(), args.eval_labels.resolve()
+
+    results_file = args.output / "results.json"
+    done = json.loads(results_file.read_text())["rows"] if results_file.is_file() else {}
+    for row in args.rows:
+        if row in done and not args.force:
+            print(f"{row}: reusing {results_file}", flush=True)
+            continue
+        print(f"== {row}: {ROWS[row]}", flush=True)
+        if row == "litemedsam_gt_boxes":
+            result = boxes_row(args, plans_dir, images, labels, log)
+        elif row == "unet":
+            result = unet_row(args, plans_dir, images, labels, log)
+        else:
+            result = masksam_row(row, args, plans_dir, images, labels, log)
+        done[row] = asdict(result)
+        results_file.write_text(json.dumps(_header(args, images, labels) | {"rows": done}, indent=2))
+    results = [RowResult(**done[row]) for row in ROWS if row in done]
+    print(
+        f"\nACDC, fold {args.fold}, {len(list(labels.glob('*.nii.gz')))} evaluation cases, budget {args.minutes:g} min"
+    )
+    print(table(results))
+
+
+def _header(args, images: Path, labels: Path) -> dict:
+    import torch
+
+    return {
+        "command": shlex.join([sys.argv[0], *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "budget_minutes": args.minutes,
+        "fold": args.fold,
+        "eval_images": images.name,
+        "eval_cases": len(list(labels.glob("*.nii.gz"))),
+    }
+
+
+if __name__ == "__main__":
+    main()
