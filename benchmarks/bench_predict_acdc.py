@@ -1,0 +1,111 @@
+"""Seconds per ACDC volume of ``masksam predict`` (sliding window, semantic map, export), with and without TTA.
+
+One row per (backbone, input size, TTA): seconds per volume (median over the cases), windows per volume, and
+seconds per window. The models have random adapters (prediction costs the same trained or not); LiteMedSAM
+uses its real weights when cached. ``--profile`` also prints the top operators of predicting one case
+without TTA for each backbone (torch.profiler, self CPU time).
+
+Usage::
+
+    python benchmarks/bench_predict_acdc.py [--dataset ../shared/data/Dataset027_ACDC] [--cases 2]
+        [--rows tiny lite_medsam lite_medsam_128] [--threads 1] [--device cpu] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
+# row -> (backbone, input side or None for the plans' choice)
+ROWS = {"tiny": ("tiny", None), "lite_medsam": ("lite_medsam", None), "lite_medsam_128": ("lite_medsam", 128)}
+
+
+def build_predictor(plans, plans_dir: Path, row: str, tta: bool, device: str):
+    import torch
+
+    from masksam.backbones.weights import find_cached_weights
+    from masksam.inference.predictor import Predictor
+    from masksam.model.masksam import build_masksam
+    from masksam.training.checkpoint import TrainedModel
+    from masksam.training.setup import model_config_for
+
+    backbone, size = ROWS[row]
+    config = model_config_for(plans, backbone=backbone)
+    config = replace(config, image_size=size) if size else config
+    torch.manual_seed(0)
+    weights = find_cached_weights(backbone) if backbone == "lite_medsam" else None
+    model = build_masksam(config, weights)
+    trained = TrainedModel(model=model, plans=plans, payload={}, path=plans_dir / f"{row}.pt")
+    return Predictor([trained], device=device, tta=tta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from masksam.data.io import list_cases, read_dataset_json
+    from masksam.data.pipeline import plan_and_preprocess
+    from masksam.data.plans import Plans
+
+    torch.set_num_threads(args.threads)
+    cases = list_cases(args.dataset, read_dataset_json(args.dataset), "Tr")[: args.cases]
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        plans_dir = Path(folder) / "plans"
+        plan_and_preprocess(args.dataset, plans_dir, num_workers=1, progress=False)
+        plans = Plans.load(plans_dir)
+        for row in args.rows:
+            for tta in (False, True):
+                predictor = build_predictor(plans, plans_dir, row, tta, args.device)
+                patches = []  # (B, C, T, H, W) batch sizes given to the model: windows × mirrored copies
+                predictor.models[0].register_forward_pre_hook(
+                    lambda _, inputs, seen=patches: seen.append(inputs[0].shape[0])
+                )
+                seconds = []
+                for case in cases:
+                    start = time.perf_counter()
+                    predictor.predict_case(case.images, Path(folder) / "out" / f"{row}-{case.case_id}.nii.gz")
+                    seconds.append(time.perf_counter() - start)
+                per_volume = statistics.median(seconds)
+                copies = 4 if tta else 1
+                windows = [sum(patches) / copies / len(cases)]
+                results.append((row, predictor.models[0].config.image_size, tta, per_volume, windows, copies))
+                print(f"{row} tta={tta}: {per_volume:.1f} s per volume", flush=True)
+            if args.profile:
+                profile_case(build_predictor(plans, plans_dir, row, False, args.device), cases[0], Path(folder))
+
+    print(f"\nACDC volumes ({args.cases} cases), {args.threads} thread(s), device {args.device}")
+    print("row | input | TTA | s per volume | windows per volume | s per window forward")
+    print("--- | --- | --- | --- | --- | ---")
+    for row, size, tta, per_volume, windows, copies in results:
+        mean_windows = statistics.mean(windows)
+        print(
+            f"{row} | {size}² | {'4 mirrors' if tta else 'off'} | {per_volume:.1f} | {mean_windows:.0f} "
+            f"| {per_volume / (mean_windows * copies):.2f}"
+        )
+
+
+def profile_case(predictor, case, folder: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        predictor.predict_case(case.images, folder / "profiled.nii.gz")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+
+
+if __name__ == "__main__":
+    main()
