@@ -4,8 +4,12 @@ Checkpoint choice: by default each fold's ``checkpoint_final.pt``; a fold whose 
 falls back to ``checkpoint_latest.pt`` with a warning (so a long run can be tried before it ends). Naming
 ``--checkpoint final|best|latest`` makes that file required in every fold.
 
-A case that cannot be predicted (unreadable file, wrong channel count, ...) gets one error line and the
-others go on; the command exits non-zero at the end if any case failed.
+A case that cannot be predicted (unreadable file, wrong channel count, missing prompt labels, ...) gets one
+error line and the others go on; the command exits non-zero at the end if any case failed.
+
+A model trained with ``--prompt-mode ground_truth`` (the paper's "GT bbox" rows) takes its box prompts from the
+reference labels: ``--prompt-labels DIR`` names a folder of ``CASE.nii.gz`` files (nnU-Net labelsTr naming, the
+ending of the case's images) on the images' grids. Other models ignore the folder (with a warning).
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ def check_output_folder(input_dir: Path, output_dir: Path) -> None:
         )
 
 
+def prompt_labels_path(prompt_labels_dir: Path, case_id: str, ending: str) -> Path:
+    """``DIR/CASE.nii.gz`` (the case's image ending), or ``DIR/CASE.nii`` / ``.nii.gz`` if only that exists."""
+    preferred = prompt_labels_dir / f"{case_id}{ending}"
+    if preferred.is_file():
+        return preferred
+    others = [prompt_labels_dir / f"{case_id}{other}" for other in (".nii.gz", ".nii") if other != ending]
+    return next((path for path in others if path.is_file()), preferred)
+
+
 def predict(
     input_dir: Path = typer.Option(..., "--input", "-i", help="Folder of CASE_0000.nii.gz files (one per channel)."),
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for CASE.nii.gz label maps (created)."),
@@ -74,6 +87,12 @@ def predict(
         None, "--backbone-checkpoint", help="Official SAM weights, if the recorded file is not on this machine."
     ),
     windows_per_batch: int = typer.Option(4, "--windows-per-batch", min=1, help="Windows per forward pass."),
+    prompt_labels_dir: Path = typer.Option(
+        None,
+        "--prompt-labels",
+        help="Folder of reference CASE.nii.gz labels (like labelsTr) for a model trained with --prompt-mode "
+        "ground_truth: its box prompts come from them.",
+    ),
 ) -> None:
     """Segment every case of a folder and write CASE.nii.gz with the input's affine and header."""
     from tqdm import tqdm
@@ -84,6 +103,11 @@ def predict(
     if not input_dir.is_dir():
         raise DatasetError(f"{input_dir}: input folder not found; pass a folder of CASE_0000.nii.gz files with -i")
     check_output_folder(input_dir, output_dir)
+    if prompt_labels_dir is not None and not prompt_labels_dir.is_dir():
+        raise DatasetError(
+            f"{prompt_labels_dir}: prompt labels folder not found; "
+            "pass a folder of CASE.nii.gz labels with --prompt-labels"
+        )
     paths, warnings = select_checkpoints(model_dir, folds=parse_folds(folds), checkpoint=checkpoint)
     for warning in warnings:
         print(f"masksam: warning: {warning}", file=sys.stderr)
@@ -96,15 +120,27 @@ def predict(
         mirror_depth=mirror_depth,
         windows_per_batch=windows_per_batch,
     )
+    if predictor.needs_prompt_labels and prompt_labels_dir is None:
+        raise ConfigError(
+            f"{model_dir}: the model was trained with prompt_mode 'ground_truth' (box prompts from the labels); "
+            "pass the reference labels with --prompt-labels DIR (CASE.nii.gz files)"
+        )
+    if prompt_labels_dir is not None and not predictor.needs_prompt_labels:
+        print(
+            f"masksam: warning: the model generates its own prompts; --prompt-labels {prompt_labels_dir} is ignored",
+            file=sys.stderr,
+        )
+        prompt_labels_dir = None
     cases, ignored = find_prediction_cases(input_dir, num_channels=predictor.num_channels)
     if ignored:
         names = ", ".join(path.name for path in ignored[:3]) + (" ..." if len(ignored) > 3 else "")
         print(f"masksam: warning: ignored {len(ignored)} file(s) not named CASE_XXXX (e.g. {names})", file=sys.stderr)
     if not cases:
         raise DatasetError(f"{input_dir}: no CASE_0000.nii.gz files; name inputs as nnU-Net does (CASE_XXXX.nii.gz)")
+    prompts = "" if prompt_labels_dir is None else f", box prompts from {prompt_labels_dir}"
     print(
         f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device}"
-        f"{'' if no_tta else ', mirroring TTA'}: {input_dir} -> {output_dir}",
+        f"{'' if no_tta else ', mirroring TTA'}{prompts}: {input_dir} -> {output_dir}",
         file=sys.stderr,
     )
     failed = []
@@ -113,8 +149,14 @@ def predict(
         try:
             if case.problem is not None:
                 raise DatasetError(case.problem)
+            labels = None
+            if prompt_labels_dir is not None:
+                labels = prompt_labels_path(prompt_labels_dir, case.case_id, case.ending)
             predictor.predict_case(
-                case.files, output_dir / f"{case.case_id}{case.ending}", save_probabilities=save_probabilities
+                case.files,
+                output_dir / f"{case.case_id}{case.ending}",
+                save_probabilities=save_probabilities,
+                prompt_labels=labels,
             )
         except MaskSamError as error:
             tqdm.write(f"masksam: error: {error}", file=sys.stderr)

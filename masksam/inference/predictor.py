@@ -21,6 +21,15 @@ With ``probabilities=True`` the scores are also kept, in float16 on the preproce
 bytes), and restored to the file grid one class at a time (``Prediction.class_maps``); ``predict_case``
 compresses each class into the ``.npz`` as it comes, so the (K, X, Y, Z) array is never whole in memory.
 Outside the non-zero crop box the background score is 1 and every other score 0 (the label there is background).
+
+Ground-truth prompts (``MaskSamConfig.prompt_mode == "ground_truth"``, the paper's "GT bbox" rows). Such a model
+takes its box prompts from the reference labels, so a case is predicted together with its labels: they are
+transposed, cropped to the image's non-zero box and resampled as a label map, exactly as training preprocesses
+labels (the crop box is the image's alone, so the predicted grid does not depend on the labels), appended to the
+image as one extra channel, and so cut into windows, padded (with background) and mirrored together with the
+image. Each window's labels become per-slice boxes by the trainer's own ``build_targets``. Models in generated
+mode never see the labels (they are not even read). The extra channel costs one more float32 copy of the
+preprocessed image.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ import torch
 from masksam.data.io import Geometry, read_volume
 from masksam.data.plans import Plans
 from masksam.data.preprocessing import preprocess_arrays, restore_original_geometry
+from masksam.data.resampling import resample_label
+from masksam.data.targets import build_targets
+from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL
 from masksam.errors import CheckpointError, ConfigError, DatasetError
 from masksam.inference.export import (
     label_dtype,
@@ -45,7 +57,7 @@ from masksam.inference.export import (
     write_probabilities,
 )
 from masksam.inference.semantic import semantic_scores
-from masksam.inference.sliding_window import SlidingWindowConfig, stream_scores
+from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores
 from masksam.inference.tta import mirror_axes, with_mirroring
 from masksam.training.checkpoint import (
     TrainedModel,
@@ -158,6 +170,50 @@ def select_checkpoints(
     return paths, warnings
 
 
+def uses_prompt_labels(model: torch.nn.Module) -> bool:
+    """Whether a model takes its box prompts from reference labels (``config.prompt_mode == "ground_truth"``)."""
+    return getattr(getattr(model, "config", None), "prompt_mode", "generated") == "ground_truth"
+
+
+def preprocess_prompt_labels(
+    labels: np.ndarray, properties: dict, *, label_values: np.ndarray, where: str = "prompt labels"
+) -> np.ndarray:
+    """A case's reference labels on its preprocessed grid, as class ids.
+
+    The steps training applies to labels (``preprocess_arrays``): transpose, crop, resample as a label map
+    (per-class linear masks, the strongest class wins). The crop box is the one recorded in ``properties``,
+    the image's, so labels outside the image's non-zero box are dropped (there the prediction is background).
+
+    Args:
+        labels: (X, Y, Z) label values in file order, on the image's grid.
+        properties: The preprocessing properties of the case's image.
+        label_values: (K,) increasing label values of the plans; a value's position is its class id.
+        where: Names the labels in error messages (case and file).
+
+    Returns:
+        (T, H, W) class ids (uint8, int16 beyond 256 classes), shape ``properties["shape_after_resampling"]``.
+
+    Raises:
+        DatasetError: A value that is not one of the plans' labels.
+    """
+    box = tuple(slice(start, stop) for start, stop in properties["crop_box"])
+    cropped = labels.transpose(properties["transpose"])[box]  # (T, H, W) before resampling
+    values = (np.rint(cropped) if np.issubdtype(cropped.dtype, np.floating) else cropped).astype(np.int64)
+    largest = int(label_values[-1])
+    lookup = np.full(largest + 2, -1, dtype=np.int64)  # value -> class id; the last entry catches larger values
+    lookup[label_values] = np.arange(len(label_values))
+    class_ids = lookup[np.clip(values, -1, largest + 1)]  # -1 (the last entry) also catches negative values
+    if values.size and class_ids.min() < 0:
+        unknown = np.unique(values[class_ids < 0])[:5].tolist()
+        raise DatasetError(
+            f"{where}: label value(s) {unknown} are not among the model's labels {label_values.tolist()}; "
+            "pass the reference labels of this dataset (nnU-Net labelsTr)"
+        )
+    class_ids = class_ids.astype(label_dtype(len(label_values) - 1))
+    size = tuple(properties["shape_after_resampling"])
+    return resample_label(class_ids, size, separate=bool(properties["separate_through_plane"]))
+
+
 class Predictor:
     """Predicts label maps of whole volumes with an ensemble of trained folds."""
 
@@ -241,20 +297,70 @@ class Predictor:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()  # bf16 is emulated on CPUs without AMX (DESIGN §2): stay in fp32
 
-    def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_prompt_labels(self) -> bool:
+        """True when a fold was trained in ground-truth prompt mode and takes its boxes from reference labels."""
+        return any(uses_prompt_labels(model) for model in self.models)
+
+    def require_prompt_labels(self, given: bool) -> None:
+        """Refuses to predict without reference labels when a fold needs them.
+
+        Raises:
+            ConfigError: A ground-truth prompt mode fold and ``given`` is False.
+        """
+        if given or not self.needs_prompt_labels:
+            return
+        path = next(path for path, model in zip(self.paths, self.models, strict=True) if uses_prompt_labels(model))
+        raise ConfigError(
+            f"{path}: model trained with prompt_mode 'ground_truth' takes its box prompts from the reference "
+            "labels; pass them (masksam predict --prompt-labels DIR, or prompt_labels=...)"
+        )
+
+    def window_boxes(self, model: torch.nn.Module, prompt_labels: torch.Tensor | None) -> torch.Tensor | None:
+        """A model's box prompts for a batch of windows, built from the labels exactly as the trainer does.
+
+        Args:
+            model: One fold's model.
+            prompt_labels: (B, T, H, W) long class ids of the windows, or None.
+
+        Returns:
+            (B*T, N, 4) normalised xyxy boxes (``build_targets``) for a ground-truth prompt mode model, else None.
+
+        Raises:
+            ConfigError: The model needs labels and none were given.
+        """
+        if not uses_prompt_labels(model):
+            return None
+        self.require_prompt_labels(prompt_labels is not None)
+        config = model.config
+        targets = build_targets(
+            prompt_labels,
+            num_classes=config.num_classes,
+            num_queries=config.num_queries,
+            include_background=config.include_background,
+        )
+        return targets.boxes  # (B*T, N, 4)
+
+    def score_patches(self, patches: torch.Tensor, *, prompt_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Fold-averaged semantic class scores of a batch of patches (no mirroring).
 
         Args:
             patches: (B, C, T, H, W) preprocessed patches on the predictor's device.
+            prompt_labels: (B, T, H, W) long class ids of the same windows; only ground-truth prompt mode folds
+                use them (their box prompts).
 
         Returns:
             (B, K, T, H, W) float32 scores.
+
+        Raises:
+            ConfigError: A fold needs prompt labels and none were given.
         """
         batch, _, num_slices, height, width = patches.shape
         total = None
         for model in self.models:
+            boxes = self.window_boxes(model, prompt_labels)  # (B*T, N, 4) or None
             with self._autocast():
-                output = model(patches)
+                output = model(patches) if boxes is None else model(patches, boxes)
             scores = semantic_scores(
                 output.class_logits, output.mask_logits, include_background=self.include_background
             )  # (B*T, K, H, W), float32 outside autocast
@@ -262,22 +368,93 @@ class Predictor:
             total = scores if total is None else total + scores
         return total / len(self.models)
 
+    def score_function(self, *, with_prompt_labels: bool = False) -> ScoreFunction:
+        """The sliding window's score function: :meth:`score_patches` with mirroring TTA.
+
+        Args:
+            with_prompt_labels: Windows carry the labels as their last channel, (B, C+1, T, H, W); they are split
+                off after mirroring, so the boxes always come from labels mirrored like the image.
+
+        Returns:
+            (B, C(+1), T, H, W) patches -> (B, K, T, H, W) scores.
+        """
+        if not with_prompt_labels:
+            return with_mirroring(self.score_patches, self.mirror_axes)
+
+        def score_with_labels(patches: torch.Tensor) -> torch.Tensor:
+            images, labels = patches[:, :-1], patches[:, -1].round().long()  # (B, C, T, H, W), (B, T, H, W)
+            return self.score_patches(images, prompt_labels=labels)
+
+        return with_mirroring(score_with_labels, self.mirror_axes)
+
+    def check_prompt_labels(self, prompt_labels: np.ndarray, image_shape: tuple[int, ...], *, where: str) -> None:
+        """Checks preprocessed prompt labels before any window runs (``build_targets`` would fail mid-volume).
+
+        Args:
+            prompt_labels: (T, H, W) class ids on the preprocessed grid.
+            image_shape: (T, H, W) of the preprocessed image.
+            where: Names the labels in error messages.
+
+        Raises:
+            DatasetError: Wrong shape, a class id outside 0..K-1, or a slice with more segments than a fold's
+                queries (background counted on every slice: padding of a window adds it).
+        """
+        if tuple(prompt_labels.shape) != tuple(image_shape):
+            raise DatasetError(
+                f"{where}: shape {tuple(prompt_labels.shape)} differs from the image's {tuple(image_shape)}; "
+                "give the labels on the image's grid"
+            )
+        if prompt_labels.size and (prompt_labels.min() < 0 or prompt_labels.max() >= self.num_classes):
+            raise DatasetError(
+                f"{where}: class ids {prompt_labels.min()}..{prompt_labels.max()} outside 0..{self.num_classes - 1}; "
+                "map label values to class ids first"
+            )
+        present = np.stack([(prompt_labels == k).any(axis=(1, 2)) for k in range(self.num_classes)], axis=1)  # (T, K)
+        for model in self.models:
+            if not uses_prompt_labels(model):
+                continue
+            present[:, 0] = model.config.include_background
+            counts = present.sum(axis=1)  # (T,)
+            if counts.size and counts.max() > model.config.num_queries:
+                raise DatasetError(
+                    f"{where}: slice {int(counts.argmax())} (preprocessed) holds {int(counts.max())} segments but "
+                    f"the model has {model.config.num_queries} queries; pass the reference labels of its dataset"
+                )
+
     def predict_preprocessed(
-        self, image: np.ndarray, *, keep_scores: bool = False
+        self,
+        image: np.ndarray,
+        *,
+        keep_scores: bool = False,
+        prompt_labels: np.ndarray | None = None,
+        where: str = "prompt labels",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class ids (and optionally scores) of a preprocessed volume.
 
         Args:
             image: (C, T, H, W) float32 preprocessed image.
             keep_scores: Also return the class scores.
+            prompt_labels: (T, H, W) reference class ids on the same grid (:func:`preprocess_prompt_labels`);
+                required by ground-truth prompt mode folds, ignored otherwise.
+            where: Names the prompt labels in error messages.
 
         Returns:
             (class ids (T, H, W) uint8/int16, scores (K, T, H, W) float16 or None).
+
+        Raises:
+            ConfigError: A fold needs prompt labels and none were given.
+            DatasetError: Prompt labels that do not fit the image or the model (:meth:`check_prompt_labels`).
         """
+        self.require_prompt_labels(prompt_labels is not None)
+        with_labels = self.needs_prompt_labels
         volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))  # (C, T, H, W)
+        if with_labels:
+            self.check_prompt_labels(prompt_labels, image.shape[1:], where=where)
+            channel = torch.from_numpy(np.asarray(prompt_labels, dtype=np.float32))[None]  # (1, T, H, W)
+            volume = torch.cat([volume, channel])  # (C+1, T, H, W): cut, padded and mirrored with the image
         class_ids = np.empty(volume.shape[1:], dtype=label_dtype(self.num_classes - 1))
         scores = np.empty((self.num_classes, *volume.shape[1:]), np.float16) if keep_scores else None
-        score_function = with_mirroring(self.score_patches, self.mirror_axes)
+        score_function = self.score_function(with_prompt_labels=with_labels)
         with torch.inference_mode():
             for slab in stream_scores(
                 volume, score_function, num_classes=self.num_classes, config=self.window, device=self.device
@@ -288,58 +465,100 @@ class Predictor:
                     scores[:, slab.start : slab.stop] = slab.scores.half().cpu().numpy()
         return class_ids, scores
 
-    def predict(self, image: np.ndarray, affine: np.ndarray, *, probabilities: bool = False) -> Prediction:
+    def predict(
+        self,
+        image: np.ndarray,
+        affine: np.ndarray,
+        *,
+        probabilities: bool = False,
+        prompt_labels: np.ndarray | None = None,
+        where: str = "prompt labels",
+    ) -> Prediction:
         """Predicts one case given as arrays in file order.
 
         Args:
             image: (C, X, Y, Z) channels in the file's voxel order.
             affine: The files' 4x4 voxel-to-world matrix.
             probabilities: Also keep the class scores (``Prediction.class_maps`` / ``probabilities``).
+            prompt_labels: (X, Y, Z) reference label values on the image's grid; required by ground-truth prompt
+                mode folds (their box prompts), ignored otherwise.
+            where: Names the prompt labels in error messages.
 
         Returns:
             The label map on the file grid (and the scores).
 
         Raises:
-            DatasetError: Wrong number of channels or dimensions.
+            DatasetError: Wrong number of channels or dimensions, or prompt labels that do not fit.
+            ConfigError: A fold needs prompt labels and none were given.
         """
         if image.ndim != 4 or image.shape[0] != self.num_channels:
             raise DatasetError(
                 f"image of shape {image.shape} does not fit the model: it needs (C, X, Y, Z) with "
                 f"C = {self.num_channels} channel(s) ({', '.join(self.plans.channel_names.values())})"
             )
+        self.require_prompt_labels(prompt_labels is not None)
+        if self.needs_prompt_labels and tuple(prompt_labels.shape) != tuple(image.shape[1:]):
+            raise DatasetError(
+                f"{where}: shape {tuple(prompt_labels.shape)} differs from the image's {tuple(image.shape[1:])}; "
+                "give the case's labels on the image's grid"
+            )
         geometry = Geometry.from_affine(image.shape[1:], affine)
         preprocessed, _, properties = preprocess_arrays(image, None, geometry, self.plans)
-        class_ids, scores = self.predict_preprocessed(preprocessed, keep_scores=probabilities)
-        del preprocessed
+        labels = None
+        if self.needs_prompt_labels:
+            labels = preprocess_prompt_labels(prompt_labels, properties, label_values=self.label_values, where=where)
+        class_ids, scores = self.predict_preprocessed(
+            preprocessed, keep_scores=probabilities, prompt_labels=labels, where=where
+        )
+        del preprocessed, labels
         restored, file_affine = restore_original_geometry(class_ids, properties, is_label=True)
         labels = self.label_values[restored]  # (X, Y, Z) label values
         return Prediction(labels=labels, affine=file_affine, scores=scores, properties=properties)
 
-    def predict_array(self, image: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    def predict_array(
+        self, image: np.ndarray, affine: np.ndarray, *, prompt_labels: np.ndarray | None = None
+    ) -> np.ndarray:
         """Label map (X, Y, Z) of a (C, X, Y, Z) image in file order (see :meth:`predict`)."""
-        return self.predict(image, affine).labels
+        return self.predict(image, affine, prompt_labels=prompt_labels).labels
 
-    def predict_case(self, files: Sequence[Path], output_path: Path, *, save_probabilities: bool = False) -> list[Path]:
+    def predict_case(
+        self,
+        files: Sequence[Path],
+        output_path: Path,
+        *,
+        save_probabilities: bool = False,
+        prompt_labels: Path | None = None,
+    ) -> list[Path]:
         """Predicts one case from its channel files and writes ``output_path`` (and ``CASE.npz``).
 
         Args:
             files: One NIfTI file per channel, in channel order.
             output_path: Label map to write (``.nii.gz``/``.nii``); gets the first channel file's header.
             save_probabilities: Also write the class scores as ``.npz`` beside it.
+            prompt_labels: The case's reference label file (nnU-Net ``labelsTr/CASE.nii.gz``) on the image's grid;
+                required by ground-truth prompt mode folds, not read otherwise.
 
         Returns:
             The files written.
 
         Raises:
-            DatasetError: Unreadable files, wrong channel count, or channels on different grids.
+            DatasetError: Unreadable files, wrong channel count, channels or prompt labels on different grids,
+                missing prompt labels file.
+            ConfigError: A fold needs prompt labels and none were given.
             MaskSamError: The output would overwrite an input.
         """
         files = [Path(f) for f in files]
         case_id = Path(output_path).name[: -len(nifti_ending(Path(output_path)))]
+        self.require_prompt_labels(prompt_labels is not None)
         if len(files) != self.num_channels:
             raise DatasetError(
                 f"case {case_id}: {len(files)} channel file(s) given but the model needs {self.num_channels}; "
                 "pass one file per channel (CASE_0000, CASE_0001, ...)"
+            )
+        if self.needs_prompt_labels and not Path(prompt_labels).is_file():
+            raise DatasetError(
+                f"case {case_id}: prompt labels {prompt_labels} not found; the ground_truth prompt mode model needs "
+                "every case's reference labels (add the file or remove the case)"
             )
         volumes = [read_volume(path, case_id=case_id) for path in files]
         reference = volumes[0]
@@ -349,10 +568,27 @@ class Predictor:
                     f"case {case_id}, file {volume.path}: shape {volume.geometry.shape} differs from "
                     f"{reference.path.name}'s {reference.geometry.shape}; resample all channels onto one grid"
                 )
+        labels = None
+        if self.needs_prompt_labels:
+            labels = read_volume(Path(prompt_labels), case_id=case_id, is_label=True)
+            same_grid = labels.geometry.shape == reference.geometry.shape and np.allclose(
+                labels.geometry.affine, reference.geometry.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL
+            )
+            if not same_grid:
+                raise DatasetError(
+                    f"case {case_id}, prompt labels {labels.path}: grid (shape {labels.geometry.shape} or affine) "
+                    f"differs from {reference.path.name}'s; give labels on the image's grid"
+                )
         image = np.stack([volume.array for volume in volumes])  # (C, X, Y, Z)
         del volumes
-        prediction = self.predict(image, reference.geometry.affine, probabilities=save_probabilities)
-        del image
+        prediction = self.predict(
+            image,
+            reference.geometry.affine,
+            probabilities=save_probabilities,
+            prompt_labels=None if labels is None else labels.array,
+            where=f"case {case_id}, prompt labels {prompt_labels}",
+        )
+        del image, labels
         written = [write_label_map(prediction.labels, files[0], Path(output_path), inputs=files)]
         if save_probabilities:
             written.append(

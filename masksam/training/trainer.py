@@ -427,7 +427,11 @@ class Trainer:
         predictor = Predictor([final], device=self.context.device, tta=False)
         self.log(f"final validation: predicting {len(self.val_ids)} validation cases into {output}")
         for case_id in tqdm(self.val_ids, desc="validation cases", disable=not self.show_progress, file=sys.stderr):
-            predictor.predict_case(cases[case_id].images, output / f"{case_id}{self.plans.file_ending}")
+            predictor.predict_case(
+                cases[case_id].images,
+                output / f"{case_id}{self.plans.file_ending}",
+                prompt_labels=cases[case_id].label,  # box prompts of a ground_truth prompt mode model; else unread
+            )
         summary = evaluate_folders(
             output, dataset_dir / "labelsTr", labels=dataset_dir / "dataset.json", case_ids=self.val_ids
         )

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 import typer
-from inference.builders import planned_plans, save_tiny_checkpoint, synthetic_image, write_case
+from inference.builders import planned_plans, save_tiny_checkpoint, synthetic_image, tiny_config, write_case
 from typer.testing import CliRunner
 
-from masksam.cli.predict_command import parse_folds, predict
-from masksam.errors import CheckpointError, ConfigError, MaskSamError
+from masksam.cli.predict_command import parse_folds, predict, prompt_labels_path
+from masksam.errors import CheckpointError, ConfigError, DatasetError, MaskSamError
+from masksam.inference.predictor import Predictor
+from masksam.model.masksam import build_masksam
+from masksam.training.checkpoint import BackboneSource, model_payload, save_atomic
 
 app = typer.Typer(pretty_exceptions_enable=False)
 app.command()(predict)
@@ -35,6 +38,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plans = planned_plans(root / "dataset")
     save_tiny_checkpoint(root / "model", plans, fold=0, name="final", seed=0)
     save_tiny_checkpoint(root / "model", plans, fold=1, name="latest", seed=1)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def ground_truth_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training folder with one finished fold of a ground_truth prompt mode model."""
+    root = tmp_path_factory.mktemp("gt_model")
+    plans = planned_plans(root / "dataset")
+    torch.manual_seed(0)
+    model = build_masksam(tiny_config(plans, prompt_mode="ground_truth"))
+    save_atomic(
+        model_payload(model, plans, BackboneSource(name="tiny")), root / "model" / "fold_0" / "checkpoint_final.pt"
+    )
     return root / "model"
 
 
@@ -135,6 +151,12 @@ def test_unfinished_fold_falls_back_to_latest_with_a_warning(tmp_path: Path, mod
             "input folder not found",
             id="no-input-folder",
         ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "--prompt-labels", tmp / "nope"],
+            DatasetError,
+            "nope: prompt labels folder not found",
+            id="no-prompt-labels-folder",
+        ),
     ],
 )
 def test_refusals_are_one_line_errors(tmp_path: Path, model_dir: Path, make_args, error, message) -> None:
@@ -146,6 +168,75 @@ def test_refusals_are_one_line_errors(tmp_path: Path, model_dir: Path, make_args
     assert message in str(result.exception) and "\n" not in str(result.exception)
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # nothing written into the inputs
     assert not (tmp_path / "out").exists()
+
+
+def write_labels(folder: Path, case_id: str, image: np.ndarray, affine: np.ndarray, ending: str = ".nii.gz") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[image > 130], labels[image > 200] = 1, 2
+    path = folder / f"{case_id}{ending}"
+    nib.save(nib.Nifti1Image(labels, affine), str(path))
+    return path
+
+
+def test_ground_truth_model_takes_each_cases_labels(tmp_path: Path, ground_truth_model_dir: Path) -> None:
+    """Labels by case id from --prompt-labels; a case without its label file is one error line."""
+    image = synthetic_image((40, 36, 8))
+    for case_id in ("with_labels", "without_labels"):
+        write_case(tmp_path / "in", case_id, [image], oblique())
+    label_file = write_labels(tmp_path / "labels", "with_labels", image, oblique())
+    args = ["-i", tmp_path / "in", "-o", tmp_path / "out", "-m", ground_truth_model_dir, "--no-tta"]
+    result = invoke(*args, "--prompt-labels", tmp_path / "labels")
+    assert result.exit_code == 1
+    assert str(result.exception).startswith("1 of 2 case(s) failed (without_labels)")
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "case without_labels: prompt labels" in lines[0], result.stderr
+    assert f"{tmp_path / 'labels' / 'without_labels.nii.gz'} not found" in lines[0]
+    assert "box prompts from" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["with_labels.nii.gz"]
+    written = np.asanyarray(nib.load(str(tmp_path / "out" / "with_labels.nii.gz")).dataobj)
+    predictor = Predictor.from_checkpoints([ground_truth_model_dir / "fold_0" / "checkpoint_final.pt"], tta=False)
+    labels = np.asanyarray(nib.load(str(label_file)).dataobj)
+    np.testing.assert_array_equal(written, predictor.predict_array(image[None], oblique(), prompt_labels=labels))
+
+
+def test_ground_truth_model_without_prompt_labels_is_refused(tmp_path: Path, ground_truth_model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    result = invoke("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", ground_truth_model_dir)
+    assert result.exit_code == 1 and isinstance(result.exception, ConfigError)
+    message = str(result.exception)
+    assert "prompt_mode 'ground_truth'" in message and "--prompt-labels DIR" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_generated_model_ignores_prompt_labels_with_a_warning(tmp_path: Path, model_dir: Path) -> None:
+    image = synthetic_image((40, 36, 8))
+    write_case(tmp_path / "in", "case", [image], oblique())
+    write_labels(tmp_path / "labels", "case", image, oblique())
+    args = ["-i", tmp_path / "in", "-m", model_dir, "-f", "0", "--no-tta"]
+    with_labels = invoke(*args, "-o", tmp_path / "a", "--prompt-labels", tmp_path / "labels")
+    assert with_labels.exit_code == 0, with_labels.output
+    assert "generates its own prompts; --prompt-labels" in with_labels.stderr
+    assert invoke(*args, "-o", tmp_path / "b").exit_code == 0
+    np.testing.assert_array_equal(
+        nib.load(str(tmp_path / "a" / "case.nii.gz")).get_fdata(),
+        nib.load(str(tmp_path / "b" / "case.nii.gz")).get_fdata(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "ending", "expected"),
+    [
+        pytest.param(["c.nii.gz", "c.nii"], ".nii.gz", "c.nii.gz", id="same-ending"),
+        pytest.param(["c.nii.gz", "c.nii"], ".nii", "c.nii", id="same-ending-nii"),
+        pytest.param(["c.nii"], ".nii.gz", "c.nii", id="other-ending"),
+        pytest.param([], ".nii.gz", "c.nii.gz", id="missing-names-the-expected-file"),
+    ],
+)
+def test_prompt_labels_path(tmp_path: Path, present, ending, expected) -> None:
+    for name in present:
+        (tmp_path / name).write_bytes(b"x")
+    assert prompt_labels_path(tmp_path, "c", ending) == tmp_path / expected
 
 
 def test_empty_input_folder(tmp_path: Path, model_dir: Path) -> None:
@@ -166,6 +257,7 @@ def test_parse_folds(text, expected) -> None:
 def test_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "--save-probabilities" in result.output and "--no-tta" in result.output
+    assert "--prompt-labels" in result.output
 
 
 def test_console_script_prints_one_line_and_exits_1(tmp_path: Path, model_dir: Path) -> None:

@@ -283,3 +283,20 @@ def test_all_zero_image_is_background(tmp_path: Path) -> None:
     predictor = Predictor([stub_model(make_plans())], tta=False)
     labels = predictor.predict_array(np.zeros((1, 12, 10, 3), np.float32), np.eye(4))
     assert labels.shape == (12, 10, 3) and labels.dtype == np.uint8
+
+
+def test_a_subclass_may_override_score_patches_with_the_patches_only() -> None:
+    """Other predictors (baselines) replace ``score_patches(patches)``; windows, TTA and geometry stay the same."""
+
+    class ClassOne(Predictor):
+        def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+            batch, _, slices, height, width = patches.shape
+            scores = torch.zeros(batch, self.num_classes, slices, height, width)
+            scores[:, 1] = 1
+            return scores
+
+    image = synthetic_image((30, 26, 7), border=(4, 2))
+    labels = ClassOne([stub_model(make_plans())], tta=True).predict_array(image[None], np.eye(4))
+    np.testing.assert_array_equal(labels[4:-2, 4:], 1)  # the non-zero crop box
+    np.testing.assert_array_equal(labels[:4], 0)
+    np.testing.assert_array_equal(labels[:, :4], 0)
