@@ -1,0 +1,111 @@
+"""The U-Net model file: config, plans and weights, and loading it back.
+
+``checkpoint_best.pt``/``checkpoint_final.pt`` of a training run are model files (plus the run's settings and
+history); ``checkpoint_latest.pt`` adds the optimiser, scheduler and RNG states that a resume needs.
+
+The file is a plain dict saved with ``torch.save`` through :func:`masksam.training.checkpoint.save_atomic`
+(temporary file, fsync, rename) and read with ``weights_only=True``. It has its own ``format`` tag, so a
+MaskSAM checkpoint given where a U-Net is expected (or the reverse) is refused in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from masksam.baselines.unet import UNet, UNetConfig
+from masksam.data.plans import Plans
+from masksam.errors import CheckpointError, MaskSamError
+from masksam.training.checkpoint import CHECKPOINT_FORMAT
+
+UNET_FORMAT = "masksam-unet-baseline"
+UNET_VERSION = 1
+
+
+@dataclass
+class TrainedUNet:
+    """A U-Net rebuilt from its model file (the fields :class:`~masksam.inference.predictor.Predictor` reads)."""
+
+    model: UNet
+    plans: Plans
+    payload: dict[str, Any]
+    path: Path
+
+
+def unet_payload(model: UNet, plans: Plans) -> dict[str, Any]:
+    """What rebuilds the model: format tag, config, plans and the full state dict."""
+    return {
+        "format": UNET_FORMAT,
+        "version": UNET_VERSION,
+        "unet_config": model.config.to_dict(),
+        "plans": plans.to_json(),
+        "state": model.state_dict(),
+    }
+
+
+def read_unet_file(path: str | Path) -> dict[str, Any]:
+    """Reads a U-Net model file onto the CPU.
+
+    Raises:
+        CheckpointError: Missing, unreadable, a MaskSAM checkpoint, or another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: U-Net model file not found; train one first (train_unet) or check the path")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(
+            f"{path}: not a readable U-Net model file ({type(error).__name__}); it may be truncated or foreign"
+        ) from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found == CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: is a MaskSAM checkpoint, not a U-Net model file; predict with 'masksam predict'"
+        )
+    if found != UNET_FORMAT:
+        raise CheckpointError(f"{path}: not a U-Net model file (no '{UNET_FORMAT}' tag); pass checkpoint_final.pt")
+    if payload.get("version") != UNET_VERSION:
+        raise CheckpointError(
+            f"{path}: U-Net file format version {payload.get('version')} is not {UNET_VERSION}; "
+            "use the masksam version that wrote it"
+        )
+    return payload
+
+
+def load_unet_state(model: UNet, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Loads weights; any missing, unexpected or wrongly shaped tensor is a one-line CheckpointError."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {len(keys)} (e.g. {keys[0]})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise CheckpointError(f"{path}: weights do not fit the recorded U-Net — {', '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def load_unet(path: str | Path, *, device: str | torch.device = "cpu") -> TrainedUNet:
+    """Rebuilds the U-Net of a model file, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: Unreadable or foreign file, or weights that do not fit the recorded config.
+        ConfigError: MONAI is not installed.
+    """
+    path = Path(path)
+    payload = read_unet_file(path)
+    try:
+        config = UNetConfig.from_dict(payload["unet_config"])
+        plans = Plans.from_json(payload["plans"])
+    except (KeyError, MaskSamError) as error:
+        raise CheckpointError(f"{path}: U-Net model file is incomplete ({error}); it may be damaged") from None
+    model = UNet(config)
+    load_unet_state(model, payload["state"], path)
+    return TrainedUNet(model=model.to(device).eval(), plans=plans, payload=payload, path=path)
