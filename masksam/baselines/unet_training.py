@@ -1,0 +1,372 @@
+"""Training the baseline U-Net with MaskSAM's own trainer: same data, augmentation, schedule, budget and logs.
+
+:class:`UNetTrainer` is a :class:`~masksam.training.trainer.Trainer` variant (nnU-Net style: a small subclass
+overriding hooks). Inherited unchanged: the loader (``build_loader``: the plans' patch and batch, nnU-Net-style
+augmentation, foreground oversampling, per-epoch seeding), the loop (``fit``/``run_epoch``), fitting a time
+budget (``plan_budget``), the moving-average pseudo-Dice and best checkpoint, ``metrics.csv``,
+``training_log.txt`` and ``progress.png``. Overridden: the network, loss, optimiser parameters, train step,
+validation step, and the checkpoint contents (the U-Net model file of
+:mod:`masksam.baselines.unet_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from masksam.baselines.unet import DiceCrossEntropyLoss, UNet, UNetConfig, require_monai, unet_config_for
+from masksam.baselines.unet_checkpoint import TrainedUNet, load_unet_state, read_unet_file, unet_payload
+from masksam.data.plans import Plans
+from masksam.errors import CheckpointError, ConfigError
+from masksam.training import checkpoint as ckpt
+from masksam.training.budget import Schedule
+from masksam.training.config import TrainingConfig
+from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed, sum_over_ranks
+from masksam.training.optim import build_optimizer
+from masksam.training.progress import draw_progress
+from masksam.training.trainer import Trainer, TrainerState
+from masksam.training.validation import confusion_counts, dice_from_counts
+
+# nnU-Net's SGD learning rate; AdamW uses TrainingConfig's 1e-3 (MaskSAM's).
+SGD_LEARNING_RATE = 1e-2
+
+
+class UNetTrainer(Trainer):
+    """Trains one fold of the baseline U-Net into ``output_dir/fold_F`` (files as MaskSAM's trainer writes).
+
+    Args:
+        unet_config: The network (its patch size is the one the loader samples).
+        training_config: Optimisation, schedule, budget, logging (as for MaskSAM).
+        plans: Plans of the preprocessed dataset.
+        plans_dir: Folder with plans.json, splits_final.json and the cache.
+        output_dir: Model folder (``fold_F`` sub-folders).
+        context: Rank and device of this process.
+        show_progress: Draw a progress bar per epoch (rank 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        unet_config: UNetConfig,
+        training_config: TrainingConfig,
+        plans: Plans,
+        plans_dir: Path,
+        output_dir: Path,
+        context: DistributedContext = DistributedContext(),
+        show_progress: bool = True,
+    ) -> None:
+        super().__init__(
+            model_config=unet_config,  # the Trainer reads patch_size (and a name for its logs) from it
+            training_config=training_config,
+            plans=plans,
+            plans_dir=plans_dir,
+            output_dir=output_dir,
+            backbone_checkpoint=None,
+            context=context,
+            show_progress=show_progress,
+        )
+
+    # ---- hooks -------------------------------------------------------------------------------------------
+
+    def build_model(self, backbone_checkpoint: Path | None) -> UNet:
+        return UNet(self.model_config).to(self.context.device).train()
+
+    def wrap_model(self, model: UNet) -> nn.Module:
+        network: nn.Module = model
+        if self.context.is_distributed:
+            device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+            network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        if self.config.compile:
+            network = torch.compile(network)
+        return network
+
+    def build_criterion(self) -> DiceCrossEntropyLoss:
+        return DiceCrossEntropyLoss(batch_dice=self.model_config.batch_dice)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.model.parameters(), self.config)
+
+    def train_step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms."""
+        device = self.context.device
+        image = image.to(device, non_blocking=True)
+        label = label.to(device, non_blocking=True)
+        with self.precision.autocast():
+            logits = self.network(image)  # (B, K, T, H, W)
+        terms = self.criterion(logits, label)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {key: float(value.detach()) for key, value in terms.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss and pseudo-Dice per foreground class on the fixed validation patches (argmax of the logits)."""
+        if self.validation_patches is None:
+            return {}
+        self.network.eval()
+        device = self.context.device
+        num_classes = self.model_config.num_classes
+        counts = torch.zeros(num_classes, 3, dtype=torch.int64, device=device)
+        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of batches)
+        shard = self.validation_patches.shard(self.context.rank, self.context.world_size)
+        for image, label in shard.batches(self.batch_per_rank):
+            image, label = image.to(device), label.to(device)
+            with self.precision.autocast():
+                logits = self.model(image)  # (B, K, T, H, W)
+            total = self.criterion(logits, label)["total"]
+            loss_sum += torch.stack([total.double(), loss_sum.new_ones(())])
+            counts += confusion_counts(logits.argmax(dim=1), label, num_classes)
+        self.network.train()
+        sum_over_ranks(counts, self.context)
+        sum_over_ranks(loss_sum, self.context)
+        dice = dice_from_counts(counts.cpu())
+        metrics = {f"dice_{self.class_names[i]}": float(dice[i]) for i in range(1, num_classes)}
+        present = [value for value in metrics.values() if not math.isnan(value)]
+        metrics["mean_dice"] = float(np.mean(present)) if present else math.nan
+        metrics["val_loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
+        return metrics
+
+    def end_epoch(self, validation: dict[str, float], seconds: float) -> None:
+        super().end_epoch(validation, seconds)
+        if self.context.is_main:  # the Trainer titles its picture "MaskSAM (...)": redrawn with ours
+            draw_progress(
+                self.state.history,
+                self.fold_dir / "progress.png",
+                class_names=self.class_names,
+                title=f"U-Net baseline on {self.plans.dataset_name}, fold {self.config.fold}",
+            )
+
+    def validate_cases(self, dataset_dir: Path) -> None:
+        """Sliding-window prediction of the fold's validation cases, then Dice/HD95 into ``validation/summary.json``."""
+        from masksam.baselines.unet_inference import UNetPredictor
+        from masksam.data.io import list_cases, read_dataset_json
+        from masksam.evaluation.summary import evaluate_folders, write_summary
+
+        if not self.context.is_main or not self.val_ids:
+            return
+        dataset_dir = Path(dataset_dir)
+        cases = {c.case_id: c for c in list_cases(dataset_dir, read_dataset_json(dataset_dir), "Tr")}
+        output = self.fold_dir / "validation"
+        final = TrainedUNet(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
+        predictor = UNetPredictor([final], device=self.context.device, tta=False)
+        self.log(f"final validation: predicting {len(self.val_ids)} validation cases into {output}")
+        for case_id in tqdm(self.val_ids, desc="validation cases", disable=not self.show_progress, file=sys.stderr):
+            predictor.predict_case(cases[case_id].images, output / f"{case_id}{self.plans.file_ending}")
+        summary = evaluate_folders(
+            output, dataset_dir / "labelsTr", labels=dataset_dir / "dataset.json", case_ids=self.val_ids
+        )
+        write_summary(summary, output / "summary.json")
+        per_class = ", ".join(f"{c.name} {c.dice:.3f}" for c in summary.classes)
+        self.log(
+            f"final validation Dice (sliding window, no TTA): {per_class}; mean {summary.foreground_dice:.3f}, "
+            f"HD95 {summary.foreground_hd95:.1f} mm — {output / 'summary.json'}"
+        )
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+
+    def save(self, name: str) -> None:
+        """``checkpoint_latest.pt`` holds everything a resume needs; best and final are model files.
+
+        AdamW's two moments double a from-scratch network's file (nnU-Net-sized ACDC U-Net: 121 MB of
+        weights, 363 MB with them), and only a resume reads them.
+        """
+        payload = self.state_dict() if name == "latest" else self.model_file_payload()
+        ckpt.save_atomic(payload, ckpt.checkpoint_path(self.fold_dir, name))
+
+    def model_file_payload(self) -> dict[str, Any]:
+        """The U-Net model file (config, plans, weights) with the run's settings and history for reference."""
+        payload = unet_payload(self.model, self.plans)
+        payload.update(training_config=self.config.to_dict(), epoch=self.state.epoch, history=self.state.history)
+        return payload
+
+    def state_dict(self) -> dict[str, Any]:
+        """The model file plus everything an exact resume needs (as MaskSAM's checkpoints)."""
+        payload = self.model_file_payload()
+        payload.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler={**self.scheduler.state_dict(), "total_steps": self.scheduler.total_steps},
+            scaler=self.scaler.state_dict(),
+            rng={
+                "python": random.getstate(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            schedule={"epochs": self.state.schedule.epochs, "iterations": self.state.schedule.iterations_per_epoch},
+            best_ema=self.state.best_ema,
+            ema=self.state.ema,
+        )
+        return payload
+
+    def load_state_dict(self, payload: dict[str, Any], path: Path) -> None:
+        saved = UNetConfig.from_dict(payload["unet_config"])
+        if saved != self.model_config:
+            raise CheckpointError(
+                f"{path}: trained for another U-Net ({saved} vs now {self.model_config}); start a new output folder"
+            )
+        load_unet_state(self.model, payload["state"], path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        scheduler_state = dict(payload["scheduler"])
+        self.scheduler.total_steps = scheduler_state.pop("total_steps")
+        self.scheduler.load_state_dict(scheduler_state)
+        self.scaler.load_state_dict(payload["scaler"])
+        rng = payload["rng"]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.state = TrainerState(
+            epoch=payload["epoch"],
+            schedule=Schedule(payload["schedule"]["epochs"], payload["schedule"]["iterations"]),
+            history=list(payload["history"]),
+            best_ema=payload["best_ema"],
+            ema=payload["ema"],
+        )
+
+    def resume(self, extend_to_epochs: int | None) -> None:
+        path = ckpt.checkpoint_path(self.fold_dir, "latest")
+        self.load_state_dict(read_unet_file(path), path)
+        if extend_to_epochs is not None and extend_to_epochs > self.state.schedule.epochs:
+            self.state.schedule = Schedule(extend_to_epochs, self.state.schedule.iterations_per_epoch)
+            self.scheduler.set_total_steps(self.state.schedule.total_steps)
+        self.log(
+            f"resumed from {path} after epoch {self.state.epoch} of {self.state.schedule.epochs} "
+            f"({self.state.schedule.iterations_per_epoch} iterations each)"
+        )
+
+    def log_start(self) -> None:
+        config = self.model_config
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.log(
+            f"training the U-Net baseline ({parameters / 1e6:.2f}M parameters; channels {list(config.channels)}, "
+            f"kernels {[list(k) for k in config.kernel_sizes]}, strides {[list(s) for s in config.strides]}) on "
+            f"{self.plans.dataset_name} fold {self.config.fold}: {len(self.train_ids)} training / "
+            f"{len(self.val_ids)} validation cases, patch {'×'.join(map(str, config.patch_size))}, batch "
+            f"{self.batch_per_rank * self.context.world_size} on {self.context.world_size} × "
+            f"{self.context.device.type}, precision {self.precision.name}, {self.config.optimizer} lr "
+            f"{self.config.learning_rate:g}"
+        )
+
+
+def train_unet(
+    plans_dir: Path,
+    output_dir: Path,
+    *,
+    fold: int = 0,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    iterations_per_epoch: int = 250,
+    seed: int = 0,
+    num_workers: int = 2,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    optimizer: str = "adamw",
+    learning_rate: float | None = None,
+    validation_patches: int = 16,
+    unet_config: UNetConfig | None = None,
+    dataset_dir: Path | None = None,
+    resume: bool = False,
+    show_progress: bool = False,
+) -> Path:
+    """Trains the from-scratch U-Net baseline on one fold, with MaskSAM's data pipeline and time budget.
+
+    Same as ``masksam train``: the plans' patch and batch, augmentation, foreground oversampling, seeding,
+    poly schedule over epochs × iterations fitted to ``minutes`` after timing the first steps, validation
+    patches, logs and checkpoints in ``OUTPUT_DIR/fold_F``. Optimiser: AdamW, lr 1e-3, weight decay 3e-5,
+    poly decay, gradient clipping 12 — MaskSAM's settings, so the comparison differs in the model only.
+    nnU-Net trains its U-Net with SGD (lr 1e-2, Nesterov momentum 0.99) over 1000 × 250 steps; in short budgets
+    AdamW is the usual choice for a from-scratch net and no measurement here showed SGD to be better, so it is
+    available (``optimizer="sgd"``, default lr 1e-2) but not the default.
+
+    Args:
+        plans_dir: Folder from ``masksam plan`` (plans.json, splits_final.json, cache).
+        output_dir: Model folder; files go to ``OUTPUT_DIR/fold_F``.
+        fold: Fold of splits_final.json (-1: every case, no validation).
+        minutes: Wall-clock budget of the training loop (None: the full schedule).
+        epochs: Planned epochs (default 100; with ``resume``: extend the saved schedule to this many).
+        iterations_per_epoch: Optimiser steps per epoch.
+        seed: Seed of data order, augmentation and initialisation.
+        num_workers: Data-loading processes.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: Global batch (default: the plans').
+        optimizer: ``adamw`` or ``sgd``.
+        learning_rate: Initial learning rate (default 1e-3 for AdamW, 1e-2 for SGD).
+        validation_patches: Patches scored after every epoch (pseudo-Dice).
+        unet_config: The network (default: :func:`~masksam.baselines.unet.unet_config_for` the plans).
+        dataset_dir: Raw dataset; when given, the fold's validation cases are predicted after training and
+            scored into ``fold_F/validation/summary.json`` (as ``masksam train`` does).
+        resume: Continue the run in ``OUTPUT_DIR/fold_F`` from ``checkpoint_latest.pt``.
+        show_progress: Progress bar per epoch.
+
+    Returns:
+        The model file, ``OUTPUT_DIR/fold_F/checkpoint_final.pt`` (for ``predict_unet``).
+
+    Raises:
+        ConfigError: MONAI missing, bad settings, or the fold folder already holds a run (without ``resume``).
+        CheckpointError: ``resume`` without a readable U-Net ``checkpoint_latest.pt``.
+    """
+    require_monai()
+    plans_dir, output_dir = Path(plans_dir), Path(output_dir)
+    plans = Plans.load(plans_dir)
+    fold_dir = ckpt.fold_dir(output_dir, fold)
+    latest = ckpt.checkpoint_path(fold_dir, "latest")
+    if resume:
+        payload = read_unet_file(latest)
+        config = UNetConfig.from_dict(payload["unet_config"])
+        training_config = replace(
+            TrainingConfig.from_dict(payload["training_config"]),
+            time_budget_minutes=minutes,
+            num_workers=num_workers,
+            final_validation=dataset_dir is not None,
+        )
+    else:
+        if latest.is_file():
+            raise ConfigError(
+                f"{fold_dir} already holds a training run; resume it (resume=True) or choose another folder"
+            )
+        if optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer '{optimizer}' is unknown; choose adamw or sgd")
+        config = unet_config if unet_config is not None else unet_config_for(plans)
+        training_config = TrainingConfig(
+            fold=fold,
+            epochs=epochs or 100,
+            iterations_per_epoch=iterations_per_epoch,
+            time_budget_minutes=minutes,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate or (SGD_LEARNING_RATE if optimizer == "sgd" else 1e-3),
+            validation_patches=validation_patches,
+            final_validation=dataset_dir is not None,
+            num_workers=num_workers,
+            seed=seed,
+        )
+    context = init_distributed(device)
+    try:
+        trainer = UNetTrainer(
+            unet_config=config,
+            training_config=training_config,
+            plans=plans,
+            plans_dir=plans_dir,
+            output_dir=output_dir,
+            context=context,
+            show_progress=show_progress,
+        )
+        trainer.fit(resume=resume, extend_to_epochs=epochs if resume else None)
+        if dataset_dir is not None:
+            trainer.validate_cases(dataset_dir)
+    finally:
+        shutdown_distributed(context)
+    return ckpt.checkpoint_path(fold_dir, "final")
