@@ -11,30 +11,22 @@ validation step, and the checkpoint contents (the U-Net model file of
 
 from __future__ import annotations
 
-import math
-import random
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from masksam.baselines.unet import DiceCrossEntropyLoss, UNet, UNetConfig, require_monai, unet_config_for
 from masksam.baselines.unet_checkpoint import TrainedUNet, load_unet_state, read_unet_file, unet_payload
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, ConfigError
 from masksam.training import checkpoint as ckpt
-from masksam.training.budget import Schedule
 from masksam.training.config import TrainingConfig
-from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed, sum_over_ranks
+from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from masksam.training.optim import build_optimizer
-from masksam.training.progress import draw_progress
-from masksam.training.trainer import Trainer, TrainerState
-from masksam.training.validation import confusion_counts, dice_from_counts
+from masksam.training.trainer import Trainer
 
 # nnU-Net's SGD learning rate; AdamW uses TrainingConfig's 1e-3 (MaskSAM's).
 SGD_LEARNING_RATE = 1e-2
@@ -112,69 +104,20 @@ class UNetTrainer(Trainer):
         self.scheduler.step()
         return {key: float(value.detach()) for key, value in terms.items()}
 
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Loss and pseudo-Dice per foreground class on the fixed validation patches (argmax of the logits)."""
-        if self.validation_patches is None:
-            return {}
-        self.network.eval()
-        device = self.context.device
-        num_classes = self.model_config.num_classes
-        counts = torch.zeros(num_classes, 3, dtype=torch.int64, device=device)
-        loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of batches)
-        shard = self.validation_patches.shard(self.context.rank, self.context.world_size)
-        for image, label in shard.batches(self.batch_per_rank):
-            image, label = image.to(device), label.to(device)
-            with self.precision.autocast():
-                logits = self.model(image)  # (B, K, T, H, W)
-            total = self.criterion(logits, label)["total"]
-            loss_sum += torch.stack([total.double(), loss_sum.new_ones(())])
-            counts += confusion_counts(logits.argmax(dim=1), label, num_classes)
-        self.network.train()
-        sum_over_ranks(counts, self.context)
-        sum_over_ranks(loss_sum, self.context)
-        dice = dice_from_counts(counts.cpu())
-        metrics = {f"dice_{self.class_names[i]}": float(dice[i]) for i in range(1, num_classes)}
-        present = [value for value in metrics.values() if not math.isnan(value)]
-        metrics["mean_dice"] = float(np.mean(present)) if present else math.nan
-        metrics["val_loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
-        return metrics
+    def validation_batch(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dice + CE loss and the argmax of the logits (B, T, H, W)."""
+        with self.precision.autocast():
+            logits = self.model(image)  # (B, K, T, H, W)
+        return self.criterion(logits, label)["total"], logits.argmax(dim=1)
 
-    def end_epoch(self, validation: dict[str, float], seconds: float) -> None:
-        super().end_epoch(validation, seconds)
-        if self.context.is_main:  # the Trainer titles its picture "MaskSAM (...)": redrawn with ours
-            draw_progress(
-                self.state.history,
-                self.fold_dir / "progress.png",
-                class_names=self.class_names,
-                title=f"U-Net baseline on {self.plans.dataset_name}, fold {self.config.fold}",
-            )
+    def model_title(self) -> str:
+        return "U-Net baseline"
 
-    def validate_cases(self, dataset_dir: Path) -> None:
-        """Sliding-window prediction of the fold's validation cases, then Dice/HD95 into ``validation/summary.json``."""
+    def validation_predictor(self):
         from masksam.baselines.unet_inference import UNetPredictor
-        from masksam.data.io import list_cases, read_dataset_json
-        from masksam.evaluation.summary import evaluate_folders, write_summary
 
-        if not self.context.is_main or not self.val_ids:
-            return
-        dataset_dir = Path(dataset_dir)
-        cases = {c.case_id: c for c in list_cases(dataset_dir, read_dataset_json(dataset_dir), "Tr")}
-        output = self.fold_dir / "validation"
         final = TrainedUNet(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        predictor = UNetPredictor([final], device=self.context.device, tta=False)
-        self.log(f"final validation: predicting {len(self.val_ids)} validation cases into {output}")
-        for case_id in tqdm(self.val_ids, desc="validation cases", disable=not self.show_progress, file=sys.stderr):
-            predictor.predict_case(cases[case_id].images, output / f"{case_id}{self.plans.file_ending}")
-        summary = evaluate_folders(
-            output, dataset_dir / "labelsTr", labels=dataset_dir / "dataset.json", case_ids=self.val_ids
-        )
-        write_summary(summary, output / "summary.json")
-        per_class = ", ".join(f"{c.name} {c.dice:.3f}" for c in summary.classes)
-        self.log(
-            f"final validation Dice (sliding window, no TTA): {per_class}; mean {summary.foreground_dice:.3f}, "
-            f"HD95 {summary.foreground_hd95:.1f} mm — {output / 'summary.json'}"
-        )
+        return UNetPredictor([final], device=self.context.device, tta=False)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
@@ -189,63 +132,23 @@ class UNetTrainer(Trainer):
 
     def model_file_payload(self) -> dict[str, Any]:
         """The U-Net model file (config, plans, weights) with the run's settings and history for reference."""
-        payload = unet_payload(self.model, self.plans)
+        payload = self.model_payload()
         payload.update(training_config=self.config.to_dict(), epoch=self.state.epoch, history=self.state.history)
         return payload
 
-    def state_dict(self) -> dict[str, Any]:
-        """The model file plus everything an exact resume needs (as MaskSAM's checkpoints)."""
-        payload = self.model_file_payload()
-        payload.update(
-            optimizer=self.optimizer.state_dict(),
-            scheduler={**self.scheduler.state_dict(), "total_steps": self.scheduler.total_steps},
-            scaler=self.scaler.state_dict(),
-            rng={
-                "python": random.getstate(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            schedule={"epochs": self.state.schedule.epochs, "iterations": self.state.schedule.iterations_per_epoch},
-            best_ema=self.state.best_ema,
-            ema=self.state.ema,
-        )
-        return payload
+    def model_payload(self) -> dict[str, Any]:
+        return unet_payload(self.model, self.plans)
 
-    def load_state_dict(self, payload: dict[str, Any], path: Path) -> None:
+    def load_model_payload(self, payload: dict[str, Any], path: Path) -> None:
         saved = UNetConfig.from_dict(payload["unet_config"])
         if saved != self.model_config:
             raise CheckpointError(
                 f"{path}: trained for another U-Net ({saved} vs now {self.model_config}); start a new output folder"
             )
         load_unet_state(self.model, payload["state"], path)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        scheduler_state = dict(payload["scheduler"])
-        self.scheduler.total_steps = scheduler_state.pop("total_steps")
-        self.scheduler.load_state_dict(scheduler_state)
-        self.scaler.load_state_dict(payload["scaler"])
-        rng = payload["rng"]
-        random.setstate(rng["python"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.state = TrainerState(
-            epoch=payload["epoch"],
-            schedule=Schedule(payload["schedule"]["epochs"], payload["schedule"]["iterations"]),
-            history=list(payload["history"]),
-            best_ema=payload["best_ema"],
-            ema=payload["ema"],
-        )
 
-    def resume(self, extend_to_epochs: int | None) -> None:
-        path = ckpt.checkpoint_path(self.fold_dir, "latest")
-        self.load_state_dict(read_unet_file(path), path)
-        if extend_to_epochs is not None and extend_to_epochs > self.state.schedule.epochs:
-            self.state.schedule = Schedule(extend_to_epochs, self.state.schedule.iterations_per_epoch)
-            self.scheduler.set_total_steps(self.state.schedule.total_steps)
-        self.log(
-            f"resumed from {path} after epoch {self.state.epoch} of {self.state.schedule.epochs} "
-            f"({self.state.schedule.iterations_per_epoch} iterations each)"
-        )
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        return read_unet_file(path)
 
     def log_start(self) -> None:
         config = self.model_config

@@ -203,8 +203,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Loss and pseudo-Dice per class on the fixed validation patches (summed over ranks)."""
-        from masksam.inference.semantic import semantic_scores
-
         if self.validation_patches is None:
             return {}
         self.network.eval()
@@ -214,18 +212,9 @@ class Trainer:
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of batches)
         shard = self.validation_patches.shard(self.context.rank, self.context.world_size)
         for image, label in shard.batches(self.batch_per_rank):
-            image, label = image.to(device), label.to(device)
-            targets = self.targets(label)
-            boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
-            with self.precision.autocast():
-                output = self.model(image, boxes)
-            losses = self.criterion(output, targets, synchronise=False)  # ranks may hold unequal shares
-            loss_sum += torch.stack([losses.total.detach().double(), loss_sum.new_ones(())])
-            scores = semantic_scores(
-                output.class_logits, output.mask_logits, include_background=self.model_config.include_background
-            )  # (B*T, K, H, W)
-            predicted = scores.argmax(dim=1).reshape(label.shape)
-            counts += confusion_counts(predicted, label, num_classes)
+            loss, predicted = self.validation_batch(image.to(device), label.to(device))
+            loss_sum += torch.stack([loss.detach().double(), loss_sum.new_ones(())])
+            counts += confusion_counts(predicted, label.to(device), num_classes)
         self.network.train()
         sum_over_ranks(counts, self.context)
         sum_over_ranks(loss_sum, self.context)
@@ -236,6 +225,20 @@ class Trainer:
         metrics["mean_dice"] = float(np.mean(present)) if present else math.nan
         metrics["val_loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
         return metrics
+
+    def validation_batch(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, predicted class ids (B, T, H, W)) of a validation batch: image (B, C, T, H, W), label (B, T, H, W)."""
+        from masksam.inference.semantic import semantic_scores
+
+        targets = self.targets(label)
+        boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
+        with self.precision.autocast():
+            output = self.model(image, boxes)
+        losses = self.criterion(output, targets, synchronise=False)  # ranks may hold unequal shares
+        scores = semantic_scores(
+            output.class_logits, output.mask_logits, include_background=self.model_config.include_background
+        )  # (B*T, K, H, W)
+        return losses.total, scores.argmax(dim=1).reshape(label.shape)
 
     # ---- the loop ----------------------------------------------------------------------------------------
 
@@ -382,8 +385,12 @@ class Trainer:
             self.state.history,
             self.fold_dir / "progress.png",
             class_names=self.class_names,
-            title=f"MaskSAM ({self.model_config.backbone}) on {self.plans.dataset_name}, fold {self.config.fold}",
+            title=f"{self.model_title()} on {self.plans.dataset_name}, fold {self.config.fold}",
         )
+
+    def model_title(self) -> str:
+        """What is trained, for the progress picture's title."""
+        return f"MaskSAM ({self.model_config.backbone})"
 
     def describe(self, record: dict[str, Any]) -> str:
         parts = [f"epoch {record['epoch']}/{self.state.schedule.epochs}", f"train loss {record['train_loss']:.4f}"]
@@ -416,15 +423,13 @@ class Trainer:
         """Sliding-window prediction of the fold's validation cases, then Dice/HD95 into ``validation/summary.json``."""
         from masksam.data.io import list_cases, read_dataset_json
         from masksam.evaluation.summary import evaluate_folders, write_summary
-        from masksam.inference.predictor import Predictor
 
         if not self.context.is_main or not self.val_ids:
             return
         dataset_dir = Path(dataset_dir)
         cases = {c.case_id: c for c in list_cases(dataset_dir, read_dataset_json(dataset_dir), "Tr")}
         output = self.fold_dir / "validation"
-        final = ckpt.TrainedModel(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        predictor = Predictor([final], device=self.context.device, tta=False)
+        predictor = self.validation_predictor()
         self.log(f"final validation: predicting {len(self.val_ids)} validation cases into {output}")
         for case_id in tqdm(self.val_ids, desc="validation cases", disable=not self.show_progress, file=sys.stderr):
             predictor.predict_case(
@@ -442,10 +447,30 @@ class Trainer:
             f"HD95 {summary.foreground_hd95:.1f} mm — {output / 'summary.json'}"
         )
 
+    def validation_predictor(self):
+        """The predictor of the final validation: the trained model, sliding window without TTA."""
+        from masksam.inference.predictor import Predictor
+
+        final = ckpt.TrainedModel(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
+        return Predictor([final], device=self.context.device, tta=False)
+
     # ---- checkpoints -------------------------------------------------------------------------------------
 
+    def model_payload(self) -> dict[str, Any]:
+        """The part of a checkpoint that rebuilds the model (config, plans, backbone source, weights)."""
+        return ckpt.model_payload(self.model, self.plans, self.backbone_source)
+
+    def load_model_payload(self, payload: dict[str, Any], path: Path) -> None:
+        """Checks that ``payload`` was made for this model and loads its weights."""
+        ckpt.check_compatible(payload, self.model_config, path)
+        ckpt.load_model_state(self.model, payload["trainable_state"], path, strict_frozen=False)
+
+    def read_checkpoint(self, path: Path) -> dict[str, Any]:
+        return ckpt.read_checkpoint(path)
+
     def state_dict(self) -> dict[str, Any]:
-        payload = ckpt.model_payload(self.model, self.plans, self.backbone_source)
+        """The model payload plus everything an exact resume needs."""
+        payload = self.model_payload()
         payload.update(
             training_config=self.config.to_dict(),
             optimizer=self.optimizer.state_dict(),
@@ -468,8 +493,7 @@ class Trainer:
         ckpt.save_atomic(self.state_dict(), ckpt.checkpoint_path(self.fold_dir, name))
 
     def load_state_dict(self, payload: dict[str, Any], path: Path) -> None:
-        ckpt.check_compatible(payload, self.model_config, path)
-        ckpt.load_model_state(self.model, payload["trainable_state"], path, strict_frozen=False)
+        self.load_model_payload(payload, path)
         self.optimizer.load_state_dict(payload["optimizer"])
         scheduler_state = dict(payload["scheduler"])
         self.scheduler.total_steps = scheduler_state.pop("total_steps")
@@ -490,8 +514,7 @@ class Trainer:
 
     def resume(self, extend_to_epochs: int | None) -> None:
         path = ckpt.checkpoint_path(self.fold_dir, "latest")
-        payload = ckpt.read_checkpoint(path)
-        self.load_state_dict(payload, path)
+        self.load_state_dict(self.read_checkpoint(path), path)
         if extend_to_epochs is not None and extend_to_epochs > self.state.schedule.epochs:
             # A longer run asked for: the poly schedule is stretched to the new end.
             self.state.schedule = Schedule(extend_to_epochs, self.state.schedule.iterations_per_epoch)
