@@ -219,7 +219,7 @@ class Trainer:
         sum_over_ranks(counts, self.context)
         sum_over_ranks(loss_sum, self.context)
         dice = dice_from_counts(counts.cpu())
-        foreground = [i for i in range(num_classes) if i > 0 or not self.plans.include_background]
+        foreground = range(1, num_classes)  # class 0 is background whether or not it is a segment
         metrics = {f"dice_{self.class_names[i]}": float(dice[i]) for i in foreground}
         present = [float(dice[i]) for i in foreground if not math.isnan(float(dice[i]))]
         metrics["mean_dice"] = float(np.mean(present)) if present else math.nan

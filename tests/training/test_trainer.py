@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -39,6 +40,21 @@ def make_trainer(planned_dataset, output: Path, config: TrainingConfig = FAST, *
         backbone_checkpoint=None,
         show_progress=False,
     )
+
+
+@pytest.mark.parametrize("include_background", [True, False], ids=["background-segment", "no-background-segment"])
+def test_validation_reports_foreground_classes_only(planned_dataset, include_background: bool):
+    from masksam.training.validation import draw_validation_patches
+
+    trainer = make_trainer(planned_dataset, Path("unused"), include_background=include_background)
+    trainer.validation_patches = draw_validation_patches(  # as fit() draws them
+        trainer.plans_dir / trainer.plans.preprocessed_folder, trainer.val_ids, count=2, patch_size=(2, 64, 64), seed=0
+    )
+    metrics = trainer.validate()
+    dice = {key for key in metrics if key.startswith("dice_")}
+    assert dice == {f"dice_{name}" for name in trainer.class_names[1:]}, dice
+    present = [metrics[key] for key in dice if not math.isnan(metrics[key])]
+    assert metrics["mean_dice"] == pytest.approx(sum(present) / len(present))
 
 
 def trainable_state(trainer: Trainer) -> dict[str, torch.Tensor]:
