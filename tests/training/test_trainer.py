@@ -47,6 +47,7 @@ def test_validation_reports_foreground_classes_only(planned_dataset, include_bac
     from masksam.training.validation import draw_validation_patches
 
     trainer = make_trainer(planned_dataset, Path("unused"), include_background=include_background)
+    trainer.plans = replace(trainer.plans, include_background=include_background)  # as planned that way
     trainer.validation_patches = draw_validation_patches(  # as fit() draws them
         trainer.plans_dir / trainer.plans.preprocessed_folder, trainer.val_ids, count=2, patch_size=(2, 64, 64), seed=0
     )
