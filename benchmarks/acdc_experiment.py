@@ -227,7 +227,7 @@ def boxes_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> R
 
 def unet_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
     """U-Net from scratch with the same loader, augmentation and budget (masksam.baselines.unet)."""
-    from masksam.baselines.unet import predict_unet, train_unet
+    from masksam.baselines import predict_unet, train_unet
 
     model_dir = args.output / "unet"
     started = time.monotonic()
