@@ -94,3 +94,13 @@ def copy_acdc_cases(destination: Path, case_ids: list[str], crop: int = 96) -> P
     description["numTraining"] = len(case_ids)
     (destination / "dataset.json").write_text(json.dumps(description))
     return destination
+
+
+def planned_synthetic_dataset(root: Path) -> tuple[Path, Path]:
+    """(raw dataset folder, plans folder) of six synthetic cases under ``root``, planned and preprocessed."""
+    from masksam.data.pipeline import plan_and_preprocess
+
+    raw = make_dataset(root / "Dataset001_Synthetic", num_cases=6)
+    plans_dir = root / "plans"
+    plan_and_preprocess(raw, plans_dir, preset="none", num_workers=0, num_folds=3, progress=False)
+    return raw, plans_dir
