@@ -106,7 +106,8 @@ def draw_progress(history: Sequence[dict[str, Any]], path: Path, *, class_names:
             dice.plot(x, y, style, linewidth=2, label=key.replace("_", " "))
     dice.set_ylabel("pseudo-Dice (validation patches)")
     dice.set_ylim(0, 1)
-    dice.legend(fontsize=8, ncol=3)
+    if dice.get_lines():  # no validation patches: an empty panel, without an empty legend's warning
+        dice.legend(fontsize=8, ncol=3)
     dice.grid(alpha=0.3)
 
     x, y = _series(history, "lr")
