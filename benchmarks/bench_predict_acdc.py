@@ -1,6 +1,7 @@
 """Seconds per ACDC volume of ``masksam predict`` (sliding window, semantic map, export), with and without TTA.
 
-One row per (backbone, input size, TTA): seconds per volume (median over the cases), windows per volume, and
+Runs with glibc malloc keeping freed blocks, as the ``masksam`` command does. One row per (backbone, input
+size, TTA): seconds per volume (median over the cases), windows per volume, and
 seconds per window. The models have random adapters (prediction costs the same trained or not); LiteMedSAM
 uses its real weights when cached. ``--profile`` also prints the top operators of predicting one case
 without TTA for each backbone (torch.profiler, self CPU time).
@@ -57,11 +58,13 @@ def main() -> None:
 
     import torch
 
+    from masksam.cli.process import keep_freed_memory
     from masksam.data.io import list_cases, read_dataset_json
     from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.plans import Plans
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the masksam command does (masksam/cli/process.py)
     cases = list_cases(args.dataset, read_dataset_json(args.dataset), "Tr")[: args.cases]
     results = []
     with tempfile.TemporaryDirectory() as folder:
