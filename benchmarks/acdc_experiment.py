@@ -188,40 +188,27 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
 
 def boxes_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
     """LiteMedSAM zero-shot from ground-truth boxes, slice by slice along the plans' slice axis."""
-    import numpy as np
     import torch
 
     from masksam.backbones.sam import build_backbone, load_backbone_weights
     from masksam.backbones.weights import fetch_weights
-    from masksam.data.io import read_volume
     from masksam.data.plans import Plans
-    from masksam.inference.box_prompted import box_prompted_labels
-    from masksam.inference.export import write_label_map
+    from masksam.inference.box_prompted import box_prompted_folder
 
     torch.set_num_threads(args.threads)
     started = time.monotonic()
     plans = Plans.load(plans_dir)
     backbone = load_backbone_weights(build_backbone("lite_medsam"), fetch_weights("lite_medsam"))
     classes = sorted(value for value in plans.labels.values() if value != 0)
-    axis = plans.transpose[0]
     predictions = args.output / "litemedsam_gt_boxes" / "predictions"
-    for label_file in sorted(labels.glob("*.nii.gz")):
-        target = predictions / label_file.name
-        if target.exists():
-            continue
-        image_file = images / f"{label_file.name.removesuffix('.nii.gz')}_0000.nii.gz"
-        volume = np.moveaxis(read_volume(image_file).array, axis, 0)  # (slices, ...)
-        reference = np.moveaxis(read_volume(label_file, is_label=True).array, axis, 0)
-        predicted = box_prompted_labels(backbone, volume, reference, classes)
-        write_label_map(np.moveaxis(predicted, 0, axis), image_file, target)
-        print(f"  {label_file.name}: {len(volume)} slices", flush=True)
+    box_prompted_folder(backbone, images, labels, predictions, classes, slice_axis=plans.transpose[0])
     return score(
         predictions,
         labels,
         args.dataset,
         "litemedsam_gt_boxes",
         predict_minutes=(time.monotonic() - started) / 60,
-        commands=["masksam.inference.box_prompted.box_prompted_labels (LiteMedSAM at 256², percentile window)"],
+        commands=["masksam.inference.box_prompted.box_prompted_folder (LiteMedSAM at 256², percentile window)"],
     )
 
 

@@ -160,29 +160,20 @@ def _cached_lite_medsam(console) -> Path | None:
 
 def _predict_from_boxes(dataset: Path, predictions: Path, weights: Path, plans, device) -> None:
     """LiteMedSAM from ground-truth boxes, slice by slice along the plans' slice axis, written as NIfTI."""
-    import numpy as np
-
     from masksam.backbones.sam import build_backbone, load_backbone_weights
-    from masksam.data.io import read_volume
-    from masksam.inference.box_prompted import box_prompted_labels
-    from masksam.inference.export import write_label_map
+    from masksam.inference.box_prompted import box_prompted_folder
 
     backbone = load_backbone_weights(build_backbone("lite_medsam", image_size=_DEMO_BOX_PROMPT_SIZE), weights)
     classes = sorted(value for value in plans.labels.values() if value != 0)
-    axis = plans.transpose[0]
-    for label_file in sorted((dataset / "labelsTs").glob("*.nii.gz")):
-        case_id = label_file.name.removesuffix(".nii.gz")
-        image_file = dataset / "imagesTs" / f"{case_id}_0000.nii.gz"
-        image = read_volume(image_file)
-        reference = read_volume(label_file, is_label=True)
-        labels = box_prompted_labels(
-            backbone,
-            np.moveaxis(image.array, axis, 0),  # (slices, ...)
-            np.moveaxis(reference.array, axis, 0),
-            classes,
-            device=device,
-        )
-        write_label_map(np.moveaxis(labels, 0, axis), image_file, predictions / label_file.name)
+    box_prompted_folder(
+        backbone,
+        dataset / "imagesTs",
+        dataset / "labelsTs",
+        predictions,
+        classes,
+        slice_axis=plans.transpose[0],
+        device=device,
+    )
 
 
 def _predict(trainer, dataset: Path, predictions: Path) -> None:

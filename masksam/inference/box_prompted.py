@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -153,3 +154,45 @@ def box_prompted_labels(
         smallest, winner = claims.min(dim=1)  # (S, H, W)
         output[chunk] = torch.where(smallest.isfinite(), class_ids[winner], 0).to(torch.int16)
     return output.numpy()
+
+
+def box_prompted_folder(
+    backbone: SamBackbone,
+    images: Path,
+    labels: Path,
+    output: Path,
+    classes: Sequence[int],
+    *,
+    slice_axis: int,
+    settings: BoxPromptSettings = BoxPromptSettings(),
+    device: torch.device | str = "cpu",
+) -> list[Path]:
+    """Segments every case of a folder from its reference's boxes and writes ``CASE.nii.gz`` label maps.
+
+    Args:
+        backbone: a frozen, pretrained SAM.
+        images: folder of ``CASE_0000.nii.gz`` images (nnU-Net naming, one channel).
+        labels: folder of ``CASE.nii.gz`` references; every one of them is segmented.
+        output: folder for the label maps (written atomically with the image's header); existing ones are kept.
+        classes: the foreground class ids to prompt.
+        slice_axis: the file axis SAM's 2D slices are taken across (the plans' ``transpose[0]``).
+        settings: intensity window and encoder batch.
+        device: where SAM runs.
+
+    Returns:
+        The label maps written (cases already in ``output`` are skipped).
+    """
+    from masksam.data.io import read_volume
+    from masksam.inference.export import write_label_map
+
+    written = []
+    for label_file in sorted(Path(labels).glob("*.nii.gz")):
+        target = Path(output) / label_file.name
+        if target.exists():
+            continue
+        image_file = Path(images) / f"{label_file.name.removesuffix('.nii.gz')}_0000.nii.gz"
+        volume = np.moveaxis(read_volume(image_file).array, slice_axis, 0)  # (slices, ...)
+        reference = np.moveaxis(read_volume(label_file, is_label=True).array, slice_axis, 0)
+        predicted = box_prompted_labels(backbone, volume, reference, classes, settings=settings, device=device)
+        written.append(write_label_map(np.moveaxis(predicted, 0, slice_axis), image_file, target))
+    return written

@@ -103,3 +103,23 @@ def test_real_lite_medsam_segments_a_phantom_from_its_boxes(tmp_path, image_size
         c: 2 * np.sum((labels == c) & (reference == c)) / (np.sum(labels == c) + np.sum(reference == c)) for c in (1, 3)
     }
     assert dice[1] > 0.85 and dice[3] > 0.75, dice  # RV and LV; the myocardium's ring is SAM's weak spot
+
+
+def test_folder_writes_one_label_map_per_reference_on_the_image_grid(tmp_path) -> None:
+    import nibabel as nib
+    from data.dataset_builders import make_dataset
+
+    from masksam.inference.box_prompted import box_prompted_folder
+
+    dataset = make_dataset(tmp_path / "Dataset001_Synthetic", num_cases=2)
+    output = tmp_path / "out"
+    first = sorted((dataset / "labelsTr").glob("*.nii.gz"))[0]
+    output.mkdir()
+    (output / first.name).write_bytes(b"kept")  # an existing prediction is not redone
+    written = box_prompted_folder(TINY, dataset / "imagesTr", dataset / "labelsTr", output, [1, 2], slice_axis=2)
+    assert [path.name for path in written] == [sorted((dataset / "labelsTr").glob("*.nii.gz"))[1].name]
+    assert (output / first.name).read_bytes() == b"kept"
+    image = nib.load(dataset / "imagesTr" / written[0].name.replace(".nii.gz", "_0000.nii.gz"))
+    label = nib.load(written[0])
+    assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1, 2}
