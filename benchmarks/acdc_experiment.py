@@ -186,7 +186,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     )
 
 
-def boxes_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
+def boxes_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     """LiteMedSAM zero-shot from ground-truth boxes, slice by slice along the plans' slice axis."""
     import torch
 
@@ -212,7 +212,7 @@ def boxes_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> R
     )
 
 
-def unet_row(args, plans_dir: Path, images: Path, labels: Path, log: Path) -> RowResult:
+def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     """U-Net from scratch with the same loader, augmentation and budget (masksam.baselines.unet)."""
     from masksam.baselines import predict_unet, train_unet
 
@@ -296,9 +296,9 @@ def main() -> None:
             continue
         print(f"== {row}: {ROWS[row]}", flush=True)
         if row == "litemedsam_gt_boxes":
-            result = boxes_row(args, plans_dir, images, labels, log)
+            result = boxes_row(args, plans_dir, images, labels)
         elif row == "unet":
-            result = unet_row(args, plans_dir, images, labels, log)
+            result = unet_row(args, plans_dir, images, labels)
         else:
             result = masksam_row(row, args, plans_dir, images, labels, log)
         if result.train_minutes is None and row in done:  # re-scored on other cases: keep the training's record
