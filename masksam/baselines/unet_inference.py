@@ -82,6 +82,7 @@ def predict_unet(
     step: float = 0.5,
     windows_per_batch: int = 4,
     show_progress: bool = False,
+    skip_existing: bool = False,
 ) -> list[Path]:
     """Writes ``OUTPUT_DIR/CASE.nii.gz`` for every case of a folder, as ``masksam predict`` does.
 
@@ -97,9 +98,10 @@ def predict_unet(
         step: Largest distance between windows as a fraction of the patch.
         windows_per_batch: Windows per forward pass.
         show_progress: Draw a progress bar over the cases.
+        skip_existing: Leave cases whose label map is already in ``output_dir`` (resume an interrupted run).
 
     Returns:
-        The label maps written, in case order.
+        The label maps written in this call, in case order.
 
     Raises:
         CheckpointError: Unusable model file(s).
@@ -124,7 +126,9 @@ def predict_unet(
         try:
             if case.problem is not None:
                 raise DatasetError(case.problem)
-            written += predictor.predict_case(case.files, output_dir / f"{case.case_id}{case.ending}")
+            if skip_existing and case.is_predicted(output_dir):
+                continue
+            written += predictor.predict_case(case.files, case.output_path(output_dir))
         except MaskSamError as error:
             print(f"masksam: error: {error}", file=sys.stderr)
             failed.append(case.case_id)

@@ -93,6 +93,11 @@ def predict(
         help="Folder of reference CASE.nii.gz labels (like labelsTr) for a model trained with --prompt-mode "
         "ground_truth: its box prompts come from them.",
     ),
+    resume: bool = typer.Option(
+        False,
+        "--continue",
+        help="Skip cases whose outputs are already in the output folder (resume an interrupted run).",
+    ),
 ) -> None:
     """Segment every case of a folder and write CASE.nii.gz with the input's affine and header."""
     from tqdm import tqdm
@@ -137,6 +142,11 @@ def predict(
         print(f"masksam: warning: ignored {len(ignored)} file(s) not named CASE_XXXX (e.g. {names})", file=sys.stderr)
     if not cases:
         raise DatasetError(f"{input_dir}: no CASE_0000.nii.gz files; name inputs as nnU-Net does (CASE_XXXX.nii.gz)")
+    if resume:
+        predicted = [case for case in cases if case.is_predicted(output_dir, probabilities=save_probabilities)]
+        if predicted:
+            print(f"--continue: {len(predicted)} case(s) already predicted in {output_dir}, skipped", file=sys.stderr)
+        cases = [case for case in cases if case not in predicted]
     prompts = "" if prompt_labels_dir is None else f", box prompts from {prompt_labels_dir}"
     print(
         f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device}"
@@ -154,7 +164,7 @@ def predict(
                 labels = prompt_labels_path(prompt_labels_dir, case.case_id, case.ending)
             predictor.predict_case(
                 case.files,
-                output_dir / f"{case.case_id}{case.ending}",
+                case.output_path(output_dir),
                 save_probabilities=save_probabilities,
                 prompt_labels=labels,
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from masksam.data.io import split_channel_name
 from masksam.errors import DatasetError
-from masksam.inference.export import NIFTI_ENDINGS
+from masksam.inference.export import NIFTI_ENDINGS, probabilities_path
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,15 @@ class PredictionCase:
     files: tuple[Path, ...]
     ending: str
     problem: str | None = None
+
+    def output_path(self, output_dir: Path) -> Path:
+        """``OUTPUT_DIR/CASE`` with the input's ending: where the case's label map goes."""
+        return Path(output_dir) / f"{self.case_id}{self.ending}"
+
+    def is_predicted(self, output_dir: Path, *, probabilities: bool = False) -> bool:
+        """The case's outputs are all in ``output_dir`` (each is written whole or not at all, so present = done)."""
+        label_map = self.output_path(output_dir)
+        return label_map.is_file() and (not probabilities or probabilities_path(label_map).is_file())
 
 
 def find_prediction_cases(input_dir: Path, *, num_channels: int) -> tuple[list[PredictionCase], list[Path]]:

@@ -85,6 +85,17 @@ def test_predict_unet_writes_label_maps_with_the_inputs_geometry(planned_dataset
         np.testing.assert_array_equal(labels, expected)
 
 
+def test_predict_unet_skip_existing_leaves_predicted_cases(planned_dataset, tmp_path, images):
+    _, plans_dir = planned_dataset
+    path = model_file(tmp_path / "unet.pt", plans_dir)
+    out = tmp_path / "predictions"
+    out.mkdir()
+    (out / "case_000.nii.gz").write_bytes(b"from an interrupted run")
+    written = predict_unet(path, images, out, skip_existing=True)
+    assert [p.name for p in written] == ["case_001.nii.gz"]
+    assert (out / "case_000.nii.gz").read_bytes() == b"from an interrupted run"
+
+
 def test_predict_unet_refuses_bad_folders_and_foreign_models(planned_dataset, tmp_path, images):
     _, plans_dir = planned_dataset
     path = model_file(tmp_path / "unet.pt", plans_dir)

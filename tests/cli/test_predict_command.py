@@ -106,6 +106,30 @@ def test_unfinished_fold_falls_back_to_latest_with_a_warning(tmp_path: Path, mod
         assert stored["probabilities"].shape == (3, 40, 36, 8)
 
 
+def test_continue_predicts_only_the_missing_cases(tmp_path: Path, model_dir: Path) -> None:
+    for case_id in ("done", "missing", "no_scores"):
+        write_case(tmp_path / "in", case_id, [synthetic_image((40, 36, 8))], oblique())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "done.nii.gz").write_bytes(b"kept as is")
+    (out / "done.npz").write_bytes(b"kept as is")
+    (out / "no_scores.nii.gz").write_bytes(b"rewritten: its scores are missing")
+    args = ["-i", tmp_path / "in", "-o", out, "-m", model_dir, "--folds", "0", "--no-tta", "--save-probabilities"]
+    result = invoke(*args, "--continue")
+    assert result.exit_code == 0, result.output
+    assert "2 case(s) already predicted" not in result.stderr and "1 case(s) already predicted" in result.stderr
+    assert "wrote 2 of 2 case(s)" in result.stdout
+    assert (out / "done.nii.gz").read_bytes() == b"kept as is"
+    assert nib.load(str(out / "no_scores.nii.gz")).shape == (40, 36, 8)
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{c}{e}" for c in ("done", "missing", "no_scores") for e in (".nii.gz", ".npz")
+    ]
+    (out / "done.nii.gz").write_bytes(b"overwritten without --continue")
+    result = invoke(*args)
+    assert result.exit_code == 0 and "wrote 3 of 3 case(s)" in result.stdout
+    assert nib.load(str(out / "done.nii.gz")).shape == (40, 36, 8)
+
+
 @pytest.mark.parametrize(
     ("make_args", "error", "message"),
     [

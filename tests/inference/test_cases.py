@@ -49,3 +49,18 @@ def test_cases_and_their_problems(tmp_path: Path, num_channels: int, expected_pr
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="input folder not found"):
         find_prediction_cases(tmp_path / "nope", num_channels=1)
+
+
+def test_output_path_and_is_predicted(tmp_path: Path) -> None:
+    touch(tmp_path / "in", "a_0000.nii.gz", "d_0000.nii")
+    cases, _ = find_prediction_cases(tmp_path / "in", num_channels=1)
+    by_id = {c.case_id: c for c in cases}
+    out = tmp_path / "out"
+    assert by_id["a"].output_path(out) == out / "a.nii.gz" and by_id["d"].output_path(out) == out / "d.nii"
+    assert not by_id["a"].is_predicted(out)
+    touch(out, "a.nii.gz", "d.npz")
+    assert by_id["a"].is_predicted(out)
+    assert not by_id["a"].is_predicted(out, probabilities=True)  # label map written, scores not yet
+    assert not by_id["d"].is_predicted(out, probabilities=True)
+    touch(out, "a.npz")
+    assert by_id["a"].is_predicted(out, probabilities=True)
