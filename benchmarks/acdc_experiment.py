@@ -14,7 +14,9 @@ cases):
 - the paper's ACDC numbers (Tab. 3), printed for reference, not measured here.
 
 Every step is a ``masksam`` command or library call whose command line is logged; rows already finished in
-``--output`` are reused (``--force`` redoes them), so an interrupted run continues where it stopped. Prints a
+``--output`` with the same budget and evaluation cases are reused (``--force`` deletes and redoes them), and an
+interrupted row continues where it stopped (training from its latest checkpoint, prediction from the first missing
+case); a model trained under another budget is refused, not reused. Prints a
 Markdown table and writes ``results.json``.
 
 Usage::
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -146,6 +149,23 @@ def training_steps(model_dir: Path, fold: int) -> int | None:
     return epochs * int(plans[-1][1])
 
 
+def check_budget(model_dir: Path, fold: int, minutes: float) -> None:
+    """Refuses to reuse a model trained (or half-trained) under another budget than ``minutes``."""
+    import torch
+
+    fold_dir = model_dir / f"fold_{fold}"
+    for path in (fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"):
+        if path.is_file():
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            trained = payload.get("training_config", {}).get("time_budget_minutes")
+            if trained != minutes:
+                raise SystemExit(
+                    f"{path}: trained under a {trained}-minute budget, not {minutes:g}; "
+                    "pass --force to retrain this row, or another --output"
+                )
+            return
+
+
 def missing_predictions(predictions: Path, labels: Path) -> bool:
     """Some evaluation case has no prediction yet (predictions made for a larger evaluation set are kept)."""
     return any(not (predictions / label.name).is_file() for label in labels.glob("*.nii.gz"))
@@ -157,6 +177,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     backbone = "tiny" if row == "masksam_tiny" else "lite_medsam"
     ground_truth = row == "masksam_gt_prompt"
     commands: list[str] = []
+    check_budget(model_dir, args.fold, args.minutes)
     started = time.monotonic()
     if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
         train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
@@ -169,7 +190,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     trained = time.monotonic()
     predictions = model_dir / "predictions"
     predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
-    predict += [] if args.tta else ["--no-tta"]
+    predict += ["--continue"] + ([] if args.tta else ["--no-tta"])
     if ground_truth:
         predict += ["--prompt-labels", str(labels)]
     if missing_predictions(predictions, labels):
@@ -217,16 +238,25 @@ def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     from masksam.baselines import predict_unet, train_unet
 
     model_dir = args.output / "unet"
+    check_budget(model_dir, args.fold, args.minutes)
     started = time.monotonic()
     model_file = model_dir / f"fold_{args.fold}" / "checkpoint_final.pt"
     if not model_file.is_file():
+        resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
         model_file = train_unet(
-            plans_dir, model_dir, fold=args.fold, minutes=args.minutes, seed=args.seed, num_workers=1, device="cpu"
+            plans_dir,
+            model_dir,
+            fold=args.fold,
+            minutes=args.minutes,
+            seed=args.seed,
+            num_workers=1,
+            device="cpu",
+            resume=resume,
         )
     trained = time.monotonic()
     predictions = model_dir / "predictions"
     if missing_predictions(predictions, labels):
-        predict_unet(model_file, images, predictions, tta=args.tta, device="cpu")
+        predict_unet(model_file, images, predictions, tta=args.tta, device="cpu", skip_existing=True)
     return score(
         predictions,
         labels,
@@ -288,12 +318,20 @@ def main() -> None:
         images, labels = args.eval_images.resolve(), args.eval_labels.resolve()
 
     results_file = args.output / "results.json"
-    done = json.loads(results_file.read_text())["rows"] if results_file.is_file() else {}
+    stored = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": {}}
+    done = stored["rows"]
+    for entry in done.values():  # results written before rows recorded their own budget
+        entry.setdefault("budget_minutes", None if entry["row"] == "litemedsam_gt_boxes" else stored["budget_minutes"])
     evaluated = len(list(labels.glob("*.nii.gz")))
     for row in args.rows:
-        if row in done and done[row].get("eval_cases") == evaluated and not args.force:
+        budget = None if row == "litemedsam_gt_boxes" else args.minutes
+        current = row in done and done[row]["eval_cases"] == evaluated and done[row]["budget_minutes"] == budget
+        if current and not args.force:
             print(f"{row}: reusing {results_file}", flush=True)
             continue
+        if args.force and (args.output / row).exists():
+            print(f"--force: removing {args.output / row}", flush=True)
+            shutil.rmtree(args.output / row)
         print(f"== {row}: {ROWS[row]}", flush=True)
         if row == "litemedsam_gt_boxes":
             result = boxes_row(args, plans_dir, images, labels)
@@ -303,10 +341,15 @@ def main() -> None:
             result = masksam_row(row, args, plans_dir, images, labels, log)
         if result.train_minutes is None and row in done:  # re-scored on other cases: keep the training's record
             result.train_minutes = done[row].get("train_minutes")
-        done[row] = asdict(result) | {"eval_cases": evaluated}
+        done[row] = asdict(result) | {"eval_cases": evaluated, "budget_minutes": budget}
         results_file.write_text(json.dumps(_header(args, images, labels) | {"rows": done}, indent=2))
-    current = [row for row in ROWS if row in done and done[row].get("eval_cases") == evaluated]
-    results = [RowResult(**{k: v for k, v in done[row].items() if k != "eval_cases"}) for row in current]
+    current = [
+        row
+        for row in ROWS
+        if row in done and done[row]["eval_cases"] == evaluated and done[row]["budget_minutes"] in (None, args.minutes)
+    ]
+    extra = ("eval_cases", "budget_minutes")
+    results = [RowResult(**{k: v for k, v in done[row].items() if k not in extra}) for row in current]
     print(
         f"\nACDC, fold {args.fold}, {len(list(labels.glob('*.nii.gz')))} evaluation cases, budget {args.minutes:g} min"
     )
