@@ -50,7 +50,12 @@ def train(
         "--train-backbone/--freeze-backbone",
         help="Train SAM's own weights too (default: only for tiny, whose weights are random; MaskSAM freezes them).",
     ),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    tensorboard: bool = typer.Option(
+        False,
+        "--tensorboard",
+        help="Also write the epoch metrics as TensorBoard logs into fold_F/tensorboard (pip install "
+        "'masksam[tensorboard]').",
+    ),
 ) -> None:
     """Train MaskSAM on one fold; writes checkpoints, metrics.csv, progress.png and training_log.txt."""
     from masksam.data.plans import Plans

@@ -37,7 +37,8 @@ class TrainingConfig:
         augment: nnU-Net-style augmentation on.
         seed: Seed of everything random (data, points, initialisation).
         save_every: Write ``checkpoint_latest.pt`` every this many epochs (always after the last).
-        tensorboard: Also log to TensorBoard (needs the tensorboard package).
+        tensorboard: Also write each epoch's metrics to TensorBoard in ``fold_F/tensorboard`` (needs the
+            tensorboard package: the ``tensorboard`` extra).
     """
 
     fold: int = 0

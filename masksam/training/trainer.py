@@ -40,6 +40,7 @@ from masksam.training.criterion import SetCriterion
 from masksam.training.distributed import DistributedContext, average_over_ranks, broadcast_object, sum_over_ranks
 from masksam.training.optim import PolyLR, build_optimizer
 from masksam.training.progress import TextLog, draw_progress, write_metrics_csv
+from masksam.training.tensorboard_log import TensorBoardLog
 from masksam.training.validation import ValidationPatches, confusion_counts, dice_from_counts, draw_validation_patches
 
 # Steps timed before a time budget is turned into a schedule (the first one, with warm-up costs, is not timed).
@@ -116,6 +117,9 @@ class Trainer:
         self.backbone_source = ckpt.BackboneSource.from_file(model_config.backbone, backbone_checkpoint)
         self.precision = resolve_precision(training_config.amp, context.device)
         self.log = TextLog(self.fold_dir / "training_log.txt", echo=print) if context.is_main else (lambda _: None)
+        self.tensorboard = (
+            TensorBoardLog(self.fold_dir / "tensorboard") if training_config.tensorboard and context.is_main else None
+        )
         if training_config.batch_size is not None:
             global_batch = training_config.batch_size
         else:
@@ -381,6 +385,8 @@ class Trainer:
         if improved:
             self.save("best")
         write_metrics_csv(self.state.history, self.fold_dir / "metrics.csv")
+        if self.tensorboard is not None:
+            self.tensorboard.write(record)
         draw_progress(
             self.state.history,
             self.fold_dir / "progress.png",
@@ -417,6 +423,9 @@ class Trainer:
                 f"time budget used up after epoch {self.state.epoch} of {self.state.schedule.epochs}; "
                 "run again with --continue to finish the schedule"
             )
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.log(f"TensorBoard: tensorboard --logdir {self.tensorboard.folder}")
         self.log(f"checkpoints, metrics.csv, progress.png and training_log.txt are in {self.fold_dir}")
 
     def validate_cases(self, dataset_dir: Path) -> None:
