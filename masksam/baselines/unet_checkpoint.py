@@ -19,9 +19,8 @@ import torch
 from masksam.baselines.unet import UNet, UNetConfig
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, MaskSamError
-from masksam.training.checkpoint import CHECKPOINT_FORMAT
+from masksam.training.checkpoint import UNET_FORMAT, read_tagged_file
 
-UNET_FORMAT = "masksam-unet-baseline"
 UNET_VERSION = 1
 
 
@@ -52,28 +51,14 @@ def read_unet_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: Missing, unreadable, a MaskSAM checkpoint, or another format version.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: U-Net model file not found; train one first (train_unet) or check the path")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(
-            f"{path}: not a readable U-Net model file ({type(error).__name__}); it may be truncated or foreign"
-        ) from None
-    found = payload.get("format") if isinstance(payload, dict) else None
-    if found == CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: is a MaskSAM checkpoint, not a U-Net model file; predict with 'masksam predict'"
-        )
-    if found != UNET_FORMAT:
-        raise CheckpointError(f"{path}: not a U-Net model file (no '{UNET_FORMAT}' tag); pass checkpoint_final.pt")
-    if payload.get("version") != UNET_VERSION:
-        raise CheckpointError(
-            f"{path}: U-Net file format version {payload.get('version')} is not {UNET_VERSION}; "
-            "use the masksam version that wrote it"
-        )
-    return payload
+    return read_tagged_file(
+        path,
+        expected_format=UNET_FORMAT,
+        version=UNET_VERSION,
+        weights_only=True,
+        not_found="train one first (train_unet) or check the path",
+        foreign="pass a U-Net run's checkpoint_final.pt",
+    )
 
 
 def load_unet_state(model: UNet, state: dict[str, torch.Tensor], path: Path) -> None:

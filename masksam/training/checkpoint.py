@@ -28,6 +28,13 @@ from masksam.model.masksam import MaskSAM, build_masksam
 
 CHECKPOINT_FORMAT = "masksam-training-checkpoint"
 CHECKPOINT_VERSION = 1
+UNET_FORMAT = "masksam-unet-baseline"  # written by masksam.baselines; named here so each reader knows the other
+
+# Our torch.save formats: what each file is, and what to do with it when it is given where another is expected.
+FILE_KINDS = {
+    CHECKPOINT_FORMAT: ("a MaskSAM checkpoint", "predict with 'masksam predict -m MODEL_DIR'"),
+    UNET_FORMAT: ("a U-Net baseline model file", "predict with masksam.baselines.predict_unet"),
+}
 CHECKPOINT_NAMES = ("latest", "best", "final")
 
 
@@ -121,31 +128,60 @@ def model_payload(model: MaskSAM, plans: Plans, source: BackboneSource) -> dict[
     }
 
 
+def read_tagged_file(
+    path: str | Path, *, expected_format: str, version: int, weights_only: bool, not_found: str, foreign: str
+) -> dict[str, Any]:
+    """Reads one of masksam's ``torch.save`` dicts onto the CPU, checking its format tag and version.
+
+    Args:
+        path: The file.
+        expected_format: Its ``format`` tag (a key of ``FILE_KINDS``).
+        version: The format version this masksam writes.
+        weights_only: ``torch.load``'s safe mode (only for files without Python objects such as RNG states).
+        not_found: What to do when the file is missing (the error's second half).
+        foreign: What to do with a file that has no tag of ours (the error's second half).
+
+    Raises:
+        CheckpointError: Missing, unreadable, another of our formats, untagged, or another version; one line.
+    """
+    path = Path(path)
+    what = FILE_KINDS[expected_format][0]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what.removeprefix('a ')} not found; {not_found}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(
+            f"{path}: not readable as {what} ({type(error).__name__}); it may be truncated or foreign"
+        ) from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found != expected_format:
+        if found in FILE_KINDS:
+            kind, use = FILE_KINDS[found]
+            raise CheckpointError(f"{path}: is {kind}, not {what}; {use}")
+        raise CheckpointError(f"{path}: not {what} (no '{expected_format}' tag); {foreign}")
+    if payload.get("version") != version:
+        raise CheckpointError(
+            f"{path}: {what.removeprefix('a ')} format version {payload.get('version')} is not {version}; "
+            "use the masksam version that wrote it"
+        )
+    return payload
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Reads a masksam training checkpoint onto the CPU.
 
     Raises:
         CheckpointError: Missing, unreadable, or not a masksam training checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; train a model first ('masksam train') or check the path")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}); it may be truncated"
-        ) from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a masksam training checkpoint (official SAM weights go to --checkpoint of 'masksam train')"
-        )
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {payload.get('version')} is not {CHECKPOINT_VERSION}; "
-            "use the masksam version that wrote it"
-        )
-    return payload
+    return read_tagged_file(
+        path,
+        expected_format=CHECKPOINT_FORMAT,
+        version=CHECKPOINT_VERSION,
+        weights_only=False,  # holds RNG states
+        not_found="train a model first ('masksam train') or check the path",
+        foreign="official SAM weights go to --checkpoint of 'masksam train'",
+    )
 
 
 def check_compatible(payload: dict[str, Any], config: MaskSamConfig, path: Path) -> None:

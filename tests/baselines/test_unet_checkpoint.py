@@ -11,7 +11,8 @@ from inference.builders import make_plans, save_tiny_checkpoint
 from masksam.baselines.unet import UNet, UNetConfig
 from masksam.baselines.unet_checkpoint import UNET_FORMAT, load_unet, unet_payload
 from masksam.errors import CheckpointError
-from masksam.training.checkpoint import save_atomic
+from masksam.inference.predictor import Predictor
+from masksam.training.checkpoint import read_checkpoint, save_atomic
 
 CONFIG = UNetConfig(
     patch_size=(2, 16, 16),
@@ -78,8 +79,8 @@ def write_other_weights(path: Path) -> Path:
     ("write", "message"),
     [
         pytest.param(lambda path: path, "not found", id="missing"),
-        pytest.param(write_garbage, "not a readable U-Net model file", id="garbage"),
-        pytest.param(write_truncated, "not a readable U-Net model file", id="truncated"),
+        pytest.param(write_garbage, "not readable as a U-Net baseline model file", id="garbage"),
+        pytest.param(write_truncated, "not readable as a U-Net baseline model file", id="truncated"),
         pytest.param(write_state_dict, f"no '{UNET_FORMAT}' tag", id="bare_state_dict"),
         pytest.param(write_masksam, "is a MaskSAM checkpoint", id="masksam_checkpoint"),
         pytest.param(write_future_version, "format version 99", id="other_version"),
@@ -92,3 +93,12 @@ def test_unusable_files_give_one_line(tmp_path, write, message):
         load_unet(path)
     text = str(caught.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+def test_masksam_readers_send_a_unet_file_to_its_predictor(tmp_path):
+    _, path = save_unet(tmp_path / "fold_0" / "checkpoint_final.pt")
+    expected = "is a U-Net baseline model file, not a MaskSAM checkpoint; predict with masksam.baselines.predict_unet"
+    for read in (read_checkpoint, lambda file: Predictor.from_checkpoints([file])):
+        with pytest.raises(CheckpointError) as caught:
+            read(path)
+        assert str(caught.value) == f"{path}: {expected}"

@@ -124,7 +124,10 @@ def test_resume_refuses_a_checkpoint_of_another_model(planned_dataset, tmp_path)
 def test_load_refuses_foreign_and_truncated_files(tmp_path):
     foreign = tmp_path / "sam.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, foreign)
-    with pytest.raises(CheckpointError, match="not a masksam training checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match="not a MaskSAM checkpoint .no 'masksam-training-checkpoint' tag.; official SAM weights go to",
+    ):
         ckpt.read_checkpoint(foreign)
     truncated = tmp_path / "checkpoint_latest.pt"
     truncated.write_bytes(b"PK\x03\x04 truncated")
