@@ -9,7 +9,11 @@ without TTA for each backbone (torch.profiler, self CPU time).
 Usage::
 
     python benchmarks/bench_predict_acdc.py [--dataset ../shared/data/Dataset027_ACDC] [--cases 2]
-        [--rows tiny lite_medsam lite_medsam_128] [--threads 1] [--device cpu] [--profile]
+        [--rows tiny lite_medsam lite_medsam_128 vit_b vit_b_1024] [--threads 1] [--device cpu] [--profile]
+
+``vit_b`` runs SAM ViT-B at the plans' input side (256² for ACDC) with random weights (the cost of SAM's or
+MedSAM's); ``vit_b_1024`` at SAM's native 1024² (not a default row: meant for GPUs).
+On a GPU the predictor runs under bf16 autocast, as ``masksam predict`` does.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
 # row -> (backbone, input side or None for the plans' choice)
-ROWS = {"tiny": ("tiny", None), "lite_medsam": ("lite_medsam", None), "lite_medsam_128": ("lite_medsam", 128)}
+ROWS = {
+    "tiny": ("tiny", None),
+    "lite_medsam": ("lite_medsam", None),
+    "lite_medsam_128": ("lite_medsam", 128),
+    "vit_b": ("vit_b", None),  # random weights: the same cost as SAM's or MedSAM's
+    "vit_b_1024": ("vit_b", 1024),  # SAM's native input: for GPUs
+}
+DEFAULT_ROWS = ["tiny", "lite_medsam", "lite_medsam_128", "vit_b"]
 
 
 def build_predictor(plans, plans_dir: Path, row: str, tta: bool, device: str):
@@ -50,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--cases", type=int, default=2)
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=DEFAULT_ROWS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true")

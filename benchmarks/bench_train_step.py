@@ -21,7 +21,8 @@ times). It also checks that both give the same outputs and the same gradients (m
 Usage::
 
     python benchmarks/bench_train_step.py [--rows tiny lite_medsam ...] [--vit-b] [--batch 1] [--repeats 3]
-        [--threads 2] [--device cpu] [--num-queries N] [--compare REF] [--rounds 1] [--profile] [--keep-freed-memory]
+        [--threads 2] [--device cpu] [--precision auto] [--compile] [--num-queries N] [--compare REF] [--rounds 1]
+        [--profile] [--keep-freed-memory]
 
 ``--keep-freed-memory`` runs the processes with glibc's malloc told to keep freed memory (see
 ``KEEP_FREED_MEMORY``). Measured here (lite_medsam acdc, batch 1, 2 threads): train step 19.4-19.8 s ->
@@ -29,7 +30,10 @@ Usage::
 
 Rows: ``tiny`` (tiny preset), ``lite_medsam`` (ACDC preset: 4×256×256, N=8), ``lite_medsam_128`` (the
 same patch run through LiteMedSAM at 128²), ``vit_b`` (ACDC preset on SAM ViT-B at 256²), ``vit_b_1024``
-(ViT-B at SAM's native 1024², for GPUs). ``--device cuda`` runs under bf16 autocast.
+(ViT-B at SAM's native 1024², for GPUs). ``--device cuda`` runs under bf16 autocast unless ``--precision fp32``;
+``--compile`` wraps the model in ``torch.compile`` (as ``masksam train --compile`` does) and times it after the
+warm-up step that compiles it. Attention is always PyTorch's SDPA (``F.scaled_dot_product_attention``), which
+picks flash or memory-efficient kernels on GPUs by itself.
 
 ``lite_medsam`` uses the real weights when ``masksam weights lite_medsam`` has been run (random weights
 otherwise: same cost); ``--vit-b`` adds a ViT-B row at 256² (random weights, slow).
@@ -86,6 +90,7 @@ class Timing:
     step_gflop: float = 0.0
     matmul_gflops: float = 0.0
     device: str = "cpu"
+    mode: str = "fp32"
 
 
 def worker(spec: dict[str, object]) -> None:
@@ -118,8 +123,14 @@ def worker(spec: dict[str, object]) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     batch = int(spec["batch"])
     volume = torch.randn((batch, config.in_channels, *config.patch_size), generator=generator).to(device)
-    # bf16 autocast on GPUs (the trainer's default there); fp32 on the CPU, where bf16 is emulated.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # --precision auto: bf16 autocast on GPUs (the trainer's default there), fp32 on the CPU (bf16 is emulated).
+    precision = str(spec.get("precision") or "auto")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    mode = ("bf16" if bf16 else "fp32") + ("+compile" if spec.get("compile") else "")
+    eager = model  # FLOPs are counted on the eager module (the counter does not see into compiled graphs)
+    if spec.get("compile"):
+        model = torch.compile(model)
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -168,14 +179,14 @@ def worker(spec: dict[str, object]) -> None:
         torch.save({"outputs": outputs, "grads": grads}, str(save))
 
     model.train()
-    train_step()  # warm-up: first calls pick kernels and grow the allocator
+    train_step()  # warm-up: first calls pick kernels, grow the allocator and (--compile) compile
     forward, backward, step_cpu = zip(*(train_step() for _ in range(int(spec["repeats"]))), strict=True)
     model.eval()
-    inference()
+    inference()  # warm-up (--compile: the eval graph is compiled here)
     inference_times = [inference() for _ in range(int(spec["repeats"]))]
     if spec.get("profile"):
         print_profile(model.train(), train_step)
-    step_gflop = count_step_flops(model.train(), volume, loss_of, autocast) / 1e9
+    step_gflop = count_step_flops(eager.train(), volume, loss_of, autocast) / 1e9
     matmul_gflops = dense_matmul_gflops(device)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
@@ -196,6 +207,7 @@ def worker(spec: dict[str, object]) -> None:
         step_gflop=step_gflop,
         matmul_gflops=matmul_gflops,
         device=str(device),
+        mode=mode,
     )
     print("RESULT " + json.dumps(asdict(timing)), flush=True)
 
@@ -256,6 +268,8 @@ def run_worker(source: Path, row: str, args: argparse.Namespace, save: Path | No
         "profile": args.profile,
         "num_queries": args.num_queries,
         "device": args.device,
+        "precision": args.precision,
+        "compile": args.compile,
     }
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     if args.keep_freed_memory:
@@ -321,7 +335,8 @@ def median(values: list[float]) -> float:
 
 
 def print_table(rows: list[tuple[str, Timing]]) -> None:
-    header = ["version", "backbone", "input", "preset", "batch", "N", "train step s", "forward s", "backward s"]
+    header = ["version", "device", "mode", "backbone", "input", "preset", "batch", "N", "train step s"]
+    header += ["forward s", "backward s"]
     header += ["infer s", "step CPU s", "peak MB", "GFLOP/step", "GFLOP/s", "matmul GFLOP/s", "utilisation"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
@@ -329,7 +344,7 @@ def print_table(rows: list[tuple[str, Timing]]) -> None:
         forward, backward = median(t.forward), median(t.backward)
         steps = [f + b for f, b in zip(t.forward, t.backward, strict=True)]
         achieved = t.step_gflop / median(steps)
-        cells = [version, t.backbone, f"{t.image_size}²", t.preset, str(t.batch), str(t.queries)]
+        cells = [version, t.device, t.mode, t.backbone, f"{t.image_size}²", t.preset, str(t.batch), str(t.queries)]
         cells += [f"{median(steps):.3g}", f"{forward:.3g}", f"{backward:.3g}", f"{median(t.inference):.3g}"]
         cells += [f"{median(t.step_cpu):.1f}", f"{t.peak_rss_mb:.0f}", f"{t.step_gflop:.3g}", f"{achieved:.0f}"]
         cells += [f"{t.matmul_gflops:.0f}", f"{achieved / t.matmul_gflops:.0%}" if t.matmul_gflops else ""]
@@ -355,6 +370,7 @@ def merge(timings: list[Timing]) -> Timing:
         step_gflop=first.step_gflop,
         matmul_gflops=max(t.matmul_gflops for t in timings),
         device=first.device,
+        mode=first.mode,
     )
 
 
@@ -366,7 +382,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast; peak MB = CUDA allocations)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (peak MB = CUDA allocations)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="autocast dtype (auto: bf16 on a GPU, fp32 on the CPU)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (timed after a warm-up)")
     parser.add_argument("--num-queries", type=int, help="override the preset's number of queries N")
     parser.add_argument("--compare", metavar="REF", help="git revision to compare the working tree with")
     parser.add_argument("--rounds", type=int, default=1, help="alternating processes per version with --compare")
