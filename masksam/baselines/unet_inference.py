@@ -16,9 +16,10 @@ import torch
 from tqdm import tqdm
 
 from masksam.baselines.unet_checkpoint import load_unet
+from masksam.devices import resolve_device
 from masksam.errors import ConfigError, DatasetError, MaskSamError
 from masksam.inference.cases import find_prediction_cases
-from masksam.inference.predictor import Predictor, resolve_device
+from masksam.inference.predictor import Predictor
 
 
 class UNetPredictor(Predictor):

@@ -50,8 +50,9 @@ def demo(
     from masksam.data.phantoms import write_phantom_dataset
     from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.plans import Plans
+    from masksam.devices import resolve_device
     from masksam.training.config import TrainingConfig
-    from masksam.training.distributed import DistributedContext, resolve_device
+    from masksam.training.distributed import DistributedContext
     from masksam.training.setup import model_config_for
     from masksam.training.trainer import Trainer
 

@@ -251,7 +251,8 @@ def _load_model(model_dir: Path, checkpoint: str | None, fold: str | None, devic
         CheckpointError: No such checkpoint, or an unreadable one.
     """
     from masksam.cli.predict_command import parse_folds
-    from masksam.inference.predictor import resolve_device, select_checkpoints
+    from masksam.devices import resolve_device
+    from masksam.inference.predictor import select_checkpoints
     from masksam.training.checkpoint import load_trained_model
 
     folds = parse_folds(fold)

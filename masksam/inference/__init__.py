@@ -10,9 +10,10 @@ What a user calls::
     predictor.predict_case([CASE_0000.nii.gz], OUT / "CASE.nii.gz")  # same affine and header as the input
 """
 
+from masksam.devices import resolve_device
 from masksam.inference.cases import PredictionCase, find_prediction_cases
 from masksam.inference.export import probabilities_path, write_label_map, write_probabilities
-from masksam.inference.predictor import Prediction, Predictor, resolve_device, select_checkpoints
+from masksam.inference.predictor import Prediction, Predictor, select_checkpoints
 from masksam.inference.semantic import semantic_scores
 from masksam.inference.sliding_window import (
     ScoreSlab,

@@ -48,6 +48,7 @@ from masksam.data.preprocessing import preprocess_arrays, restore_original_geome
 from masksam.data.resampling import resample_label
 from masksam.data.targets import build_targets
 from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL
+from masksam.devices import resolve_device
 from masksam.errors import CheckpointError, ConfigError, DatasetError
 from masksam.inference.export import (
     label_dtype,
@@ -106,20 +107,6 @@ class Prediction:
         """(K, X, Y, Z) float16 class scores on the file grid (all classes in memory at once)."""
         maps = [class_map.astype(np.float16) for class_map in self.class_maps()]
         return np.stack(maps)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; other names as given.
-
-    Raises:
-        ConfigError: A CUDA device was asked for on a machine without one.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for but CUDA is not available here; use --device cpu")
-    return resolved
 
 
 def select_checkpoints(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from masksam.errors import ConfigError
+from masksam.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,6 @@ class DistributedContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is a one-line error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise ConfigError(f"unknown device '{requested}'; choose cpu, cuda or auto")
-    return torch.device(requested)
 
 
 def init_distributed(requested_device: str) -> DistributedContext:
