@@ -23,7 +23,7 @@ Usage::
 
     python benchmarks/acdc_experiment.py [--dataset ../shared/data/Dataset027_ACDC] [--output acdc_experiment]
         [--minutes 45] [--rows masksam_lite_medsam masksam_tiny ...] [--fold 0]
-        [--eval-images DIR --eval-labels DIR | --eval-cases N] [--tta] [--force]
+        [--eval-images DIR --eval-labels DIR | --eval-cases N] [--tta] [--device auto] [--num-workers 1] [--force]
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
         train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
         train += ["--fold", str(args.fold), "--backbone", backbone, "--time-budget", f"{args.minutes:g}"]
-        train += ["--num-workers", "1", "--no-final-validation", "--seed", str(args.seed)]
+        train += ["--num-workers", str(args.num_workers), "--no-final-validation", "--seed", str(args.seed)]
+        train += ["--device", args.device]
         if ground_truth:
             train += ["--prompt-mode", "ground_truth"]
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
@@ -190,7 +191,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     trained = time.monotonic()
     predictions = model_dir / "predictions"
     predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
-    predict += ["--continue"] + ([] if args.tta else ["--no-tta"])
+    predict += ["--continue", "--device", args.device] + ([] if args.tta else ["--no-tta"])
     if ground_truth:
         predict += ["--prompt-labels", str(labels)]
     if missing_predictions(predictions, labels):
@@ -214,6 +215,7 @@ def boxes_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     from masksam.backbones.sam import build_backbone, load_backbone_weights
     from masksam.backbones.weights import fetch_weights
     from masksam.data.plans import Plans
+    from masksam.devices import resolve_device
     from masksam.inference.box_prompted import box_prompted_folder
 
     torch.set_num_threads(args.threads)
@@ -222,7 +224,15 @@ def boxes_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     backbone = load_backbone_weights(build_backbone("lite_medsam"), fetch_weights("lite_medsam"))
     classes = sorted(value for value in plans.labels.values() if value != 0)
     predictions = args.output / "litemedsam_gt_boxes" / "predictions"
-    box_prompted_folder(backbone, images, labels, predictions, classes, slice_axis=plans.transpose[0])
+    box_prompted_folder(
+        backbone,
+        images,
+        labels,
+        predictions,
+        classes,
+        slice_axis=plans.transpose[0],
+        device=resolve_device(args.device),
+    )
     return score(
         predictions,
         labels,
@@ -249,14 +259,14 @@ def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
             fold=args.fold,
             minutes=args.minutes,
             seed=args.seed,
-            num_workers=1,
-            device="cpu",
+            num_workers=args.num_workers,
+            device=args.device,
             resume=resume,
         )
     trained = time.monotonic()
     predictions = model_dir / "predictions"
     if missing_predictions(predictions, labels):
-        predict_unet(model_file, images, predictions, tta=args.tta, device="cpu", skip_existing=True)
+        predict_unet(model_file, images, predictions, tta=args.tta, device=args.device, skip_existing=True)
     return score(
         predictions,
         labels,
@@ -300,6 +310,8 @@ def main() -> None:
     parser.add_argument("--eval-cases", type=int, help="only the first N validation cases (default: all)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when one is visible)")
+    parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes of the trained rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="redo rows whose results exist")
     args = parser.parse_args()
@@ -359,10 +371,14 @@ def main() -> None:
 def _header(args, images: Path, labels: Path) -> dict:
     import torch
 
+    from masksam.devices import resolve_device
+
+    device = resolve_device(args.device)
     return {
         "command": shlex.join([sys.argv[0], *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "budget_minutes": args.minutes,
         "fold": args.fold,
         "eval_images": images.name,
