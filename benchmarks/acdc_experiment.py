@@ -134,19 +134,26 @@ def score(predictions: Path, labels: Path, dataset: Path, row: str, **extra) -> 
     )
 
 
-def training_steps(model_dir: Path, fold: int) -> int | None:
-    """Optimiser steps the run took: epochs in its metrics.csv × iterations per epoch from its training log."""
+def training_record(model_dir: Path, fold: int) -> dict[str, float | int | None]:
+    """What the run's training took, from its own files (so a resumed or re-scored row reports the same).
+
+    ``train_minutes``: the epochs' wall time summed from metrics.csv (training and validation: what the budget
+    governs); ``train_steps``: epochs × the iterations per epoch of the schedule in training_log.txt.
+    """
+    import csv
     import re
 
     fold_dir = model_dir / f"fold_{fold}"
     metrics, log = fold_dir / "metrics.csv", fold_dir / "training_log.txt"
     if not (metrics.is_file() and log.is_file()):
-        return None
-    plans = re.findall(r"(\d+) epochs × (\d+) iterations", log.read_text())
-    if not plans:
-        return None
-    epochs = len(metrics.read_text().strip().splitlines()) - 1
-    return epochs * int(plans[-1][1])
+        return {"train_minutes": None, "train_steps": None}
+    with metrics.open() as handle:
+        epochs = list(csv.DictReader(handle))
+    schedules = re.findall(r"(\d+) epochs × (\d+) iterations", log.read_text())
+    return {
+        "train_minutes": sum(float(epoch["epoch_seconds"]) for epoch in epochs) / 60,
+        "train_steps": len(epochs) * int(schedules[-1][1]) if schedules else None,
+    }
 
 
 def check_budget(model_dir: Path, fold: int, minutes: float) -> None:
@@ -178,7 +185,6 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     ground_truth = row == "masksam_gt_prompt"
     commands: list[str] = []
     check_budget(model_dir, args.fold, args.minutes)
-    started = time.monotonic()
     if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
         train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
         train += ["--fold", str(args.fold), "--backbone", backbone, "--time-budget", f"{args.minutes:g}"]
@@ -201,8 +207,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
         labels,
         args.dataset,
         row,
-        train_minutes=(trained - started) / 60 or None,
-        train_steps=training_steps(model_dir, args.fold),
+        **training_record(model_dir, args.fold),
         predict_minutes=(time.monotonic() - trained) / 60,
         commands=commands,
     )
@@ -249,7 +254,6 @@ def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
 
     model_dir = args.output / "unet"
     check_budget(model_dir, args.fold, args.minutes)
-    started = time.monotonic()
     model_file = model_dir / f"fold_{args.fold}" / "checkpoint_final.pt"
     if not model_file.is_file():
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
@@ -272,8 +276,7 @@ def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
         labels,
         args.dataset,
         "unet",
-        train_minutes=(trained - started) / 60 or None,
-        train_steps=training_steps(model_dir, args.fold),
+        **training_record(model_dir, args.fold),
         predict_minutes=(time.monotonic() - trained) / 60,
         commands=[f"masksam.baselines.unet.train_unet(minutes={args.minutes:g}) + predict_unet(tta={args.tta})"],
     )
@@ -288,7 +291,7 @@ def table(results: list[RowResult]) -> str:
     for result in results:
         dice = " | ".join(f"{100 * result.dice.get(name, float('nan')):.1f}" for name in CLASSES)
         steps = "" if result.train_steps is None else str(result.train_steps)
-        minutes = "" if result.train_minutes is None else f"{result.train_minutes:.0f}"
+        minutes = "" if result.train_minutes is None else f"{result.train_minutes:.1f}"
         lines.append(
             f"| {result.description} | {dice} | {100 * result.mean_dice:.1f} | {result.mean_hd95:.1f} "
             f"| {minutes} | {steps} |"
@@ -351,8 +354,6 @@ def main() -> None:
             result = unet_row(args, plans_dir, images, labels)
         else:
             result = masksam_row(row, args, plans_dir, images, labels, log)
-        if result.train_minutes is None and row in done:  # re-scored on other cases: keep the training's record
-            result.train_minutes = done[row].get("train_minutes")
         done[row] = asdict(result) | {"eval_cases": evaluated, "budget_minutes": budget}
         results_file.write_text(json.dumps(_header(args, images, labels) | {"rows": done}, indent=2))
     current = [
