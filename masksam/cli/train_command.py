@@ -12,6 +12,7 @@ from masksam.errors import ConfigError
 
 
 def train(
+    ctx: typer.Context,
     dataset_dir: Path = typer.Argument(..., help="nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr)."),
     output: Path = typer.Option(..., "--output", "-o", help="Model folder; one fold_F sub-folder per fold."),
     plans_dir: Path = typer.Option(
@@ -56,14 +57,31 @@ def train(
         help="Also write the epoch metrics as TensorBoard logs into fold_F/tensorboard (pip install "
         "'masksam[tensorboard]').",
     ),
+    config_file: Path = typer.Option(
+        None,
+        "--config",
+        help="YAML/JSON file with 'model' and 'training' sections (e.g. a run's fold_F/config.yaml); options given "
+        "here override it.",
+    ),
 ) -> None:
-    """Train MaskSAM on one fold; writes checkpoints, metrics.csv, progress.png and training_log.txt."""
+    """Train MaskSAM on one fold; writes checkpoints, config.yaml, metrics.csv, progress.png and training_log.txt."""
+    options = dict(locals())  # the parameters, given or defaulted (before any other local name exists)
     from masksam.data.plans import Plans
     from masksam.training import checkpoint as ckpt
     from masksam.training.config import TrainingConfig
     from masksam.training.distributed import init_distributed, shutdown_distributed
-    from masksam.training.setup import backbone_weights_for, model_config_for
+    from masksam.training.run_settings import RUN_SETTINGS_FILE, read_run_settings, write_run_settings
+    from masksam.training.setup import backbone_weights_for
     from masksam.training.trainer import Trainer
+
+    if resume and config_file is not None:
+        raise ConfigError(f"{config_file}: --config starts a new run; --continue takes the run's own settings")
+    run_file = read_run_settings(config_file) if config_file is not None else {"model": {}, "training": {}}
+
+    def given(parameter: str) -> bool:
+        # By name: typer may run its own vendored copy of click, whose ParameterSource is another enum.
+        source = ctx.get_parameter_source(parameter)
+        return source is not None and source.name == "COMMANDLINE"
 
     context = init_distributed(device)
     try:
@@ -71,9 +89,9 @@ def train(
         if not (plans_dir / "plans.json").is_file():
             _plan(dataset_dir, plans_dir, context)
         plans = Plans.load(plans_dir)
-        fold_dir = ckpt.fold_dir(output, fold)
-        latest = ckpt.checkpoint_path(fold_dir, "latest")
         if resume:
+            fold_dir = ckpt.fold_dir(output, fold)
+            latest = ckpt.checkpoint_path(fold_dir, "latest")
             payload = ckpt.read_checkpoint(latest)
             model_config = _model_config(payload)
             training_config = replace(
@@ -84,31 +102,15 @@ def train(
             )
             weights = ckpt.resolve_backbone_weights(payload["backbone_source"], checkpoint, latest)
         else:
-            if latest.is_file():
+            model_config, training_config = _settings_of_new_run(plans, run_file, str(config_file), options, given)
+            fold_dir = ckpt.fold_dir(output, training_config.fold)
+            if ckpt.checkpoint_path(fold_dir, "latest").is_file():
                 raise ConfigError(
                     f"{fold_dir} already holds a training run; pass --continue to resume it or choose another -o"
                 )
-            model_config = model_config_for(
-                plans, backbone=backbone, preset=preset, prompt_mode=prompt_mode, train_backbone=train_backbone
-            )
-            training_config = TrainingConfig(
-                fold=fold,
-                epochs=epochs or 100,
-                iterations_per_epoch=iterations or 250,
-                time_budget_minutes=time_budget,
-                batch_size=batch_size,
-                optimizer=optimizer,
-                learning_rate=learning_rate,
-                amp=amp,
-                compile=compile_model,
-                gradient_checkpointing=gradient_checkpointing,
-                validation_patches=validation_patches,
-                final_validation=final_validation,
-                num_workers=num_workers,
-                seed=seed,
-                tensorboard=tensorboard,
-            )
-            weights = backbone_weights_for(backbone, checkpoint)
+            weights = backbone_weights_for(model_config.backbone, checkpoint)
+            if context.is_main:
+                write_run_settings(fold_dir / RUN_SETTINGS_FILE, model_config, training_config)
         trainer = Trainer(
             model_config=model_config,
             training_config=training_config,
@@ -124,6 +126,47 @@ def train(
             trainer.validate_cases(dataset_dir)
     finally:
         shutdown_distributed(context)
+
+
+# Parameters of train() that set a TrainingConfig field, and the field.
+_TRAINING_OPTIONS = {
+    "fold": "fold",
+    "epochs": "epochs",
+    "iterations": "iterations_per_epoch",
+    "time_budget": "time_budget_minutes",
+    "batch_size": "batch_size",
+    "optimizer": "optimizer",
+    "learning_rate": "learning_rate",
+    "amp": "amp",
+    "compile_model": "compile",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "validation_patches": "validation_patches",
+    "final_validation": "final_validation",
+    "num_workers": "num_workers",
+    "seed": "seed",
+    "tensorboard": "tensorboard",
+}
+
+
+def _settings_of_new_run(plans, run_file: dict, where: str, options: dict, given):
+    """(MaskSamConfig, TrainingConfig) of a new run.
+
+    Precedence, lowest first: the defaults, the preset and the plans, the ``--config`` file, the options given on
+    the command line (``given(parameter)``; ``options`` holds every parameter's value).
+    """
+    from masksam.training.config import TrainingConfig
+    from masksam.training.run_settings import check_fits_plans, override_model, override_training
+    from masksam.training.setup import model_config_for
+
+    backbone = options["backbone"] if given("backbone") else run_file["model"].get("backbone", options["backbone"])
+    model_config = model_config_for(plans, backbone=backbone, preset=options["preset"])
+    model_config = override_model(model_config, run_file["model"], where)
+    cli_model = {name: options[name] for name in ("prompt_mode", "train_backbone") if given(name)}
+    model_config = override_model(model_config, cli_model, "command line")
+    check_fits_plans(model_config, plans, where)
+    training_config = override_training(TrainingConfig(), run_file["training"], where)
+    cli_training = {field: options[name] for name, field in _TRAINING_OPTIONS.items() if given(name)}
+    return model_config, override_training(training_config, cli_training, "command line")
 
 
 def _model_config(payload: dict):

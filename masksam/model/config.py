@@ -5,12 +5,12 @@ Presets are data: `PRESETS[name]` holds the fields that differ from the defaults
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from masksam.errors import ConfigError
+from masksam.settings_file import read_settings, write_settings
 
 ImageAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up", "depth_mlp_before_down", "depth_conv"]
 TokenAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up", "depth_mlp_before_down"]
@@ -100,31 +100,12 @@ class MaskSamConfig:
         return _from_dict(cls, data, "config")
 
     def save(self, path: str | Path) -> None:
-        """Write as JSON (`.json`) or YAML (`.yaml`/`.yml`)."""
-        path = Path(path)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        else:
-            path.write_text(json.dumps(self.to_dict(), indent=2))
+        """Write as JSON (`.json`) or YAML (`.yaml`/`.yml`), atomically."""
+        write_settings(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> MaskSamConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"{path}: cannot read the model config ({error}); pass a JSON or YAML file") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the model config must be a mapping of field names to values")
-        return cls.from_dict(data)
+        return cls.from_dict(read_settings(path, "the model config"))
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
