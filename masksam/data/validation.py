@@ -82,6 +82,15 @@ def _check_file_endings(dataset_dir: Path, description: DatasetDescription) -> l
     return problems
 
 
+def nonfinite_intensities(array: np.ndarray) -> str | None:
+    """``"N NaN and M Inf intensities"`` when an image has any, else None."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    bad = array[~finite]
+    return f"{int(np.isnan(bad).sum())} NaN and {int(np.isinf(bad).sum())} Inf intensities"
+
+
 def _reason(error: DatasetError) -> str:
     # read_volume's messages start with "case X, file Y: "; the problem already names case and file.
     return str(error).split(": ", 1)[-1]
@@ -114,17 +123,9 @@ def check_case(args: tuple[CaseFiles, DatasetDescription]) -> list[DatasetProble
         except DatasetError as error:
             problems.append(DatasetProblem(case.case_id, str(path), _reason(error)))
             continue
-        finite = np.isfinite(volume.array)
-        if not finite.all():
-            bad = volume.array[~finite]
-            problems.append(
-                DatasetProblem(
-                    case.case_id,
-                    str(path),
-                    f"{int(np.isnan(bad).sum())} NaN and "
-                    f"{int(np.isinf(bad).sum())} Inf intensities; fix or re-export the image",
-                )
-            )
+        nonfinite = nonfinite_intensities(volume.array)
+        if nonfinite is not None:
+            problems.append(DatasetProblem(case.case_id, str(path), f"{nonfinite}; fix or re-export the image"))
         volumes.append(volume)
     if case.label is not None:
         if not case.label.is_file():

@@ -47,7 +47,7 @@ from masksam.data.plans import Plans
 from masksam.data.preprocessing import preprocess_arrays, restore_original_geometry
 from masksam.data.resampling import resample_label
 from masksam.data.targets import build_targets
-from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL
+from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL, nonfinite_intensities
 from masksam.devices import resolve_device
 from masksam.errors import CheckpointError, ConfigError, DatasetError
 from masksam.inference.export import (
@@ -548,6 +548,10 @@ class Predictor:
                 "every case's reference labels (add the file or remove the case)"
             )
         volumes = [read_volume(path, case_id=case_id) for path in files]
+        for volume in volumes:
+            nonfinite = nonfinite_intensities(volume.array)
+            if nonfinite is not None:
+                raise DatasetError(f"case {case_id}, file {volume.path}: {nonfinite}; fix or re-export the image")
         reference = volumes[0]
         for volume in volumes[1:]:
             if volume.geometry.shape != reference.geometry.shape:

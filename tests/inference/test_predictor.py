@@ -276,6 +276,14 @@ def test_case_errors(tmp_path: Path) -> None:
     broken.write_bytes(b"not a nifti file at all")
     with pytest.raises(DatasetError, match="broken_0000.nii.gz: unreadable NIfTI"):
         predictor.predict_case([broken, files[1]], tmp_path / "out" / "broken.nii.gz")
+    holes = good.copy()
+    holes[0, 0, :2], holes[1, 1, 0] = np.nan, np.inf
+    files = write_case(tmp_path, "holes", [good, holes], np.eye(4))
+    with pytest.raises(DatasetError) as caught:
+        predictor.predict_case(files, tmp_path / "out" / "holes.nii.gz")
+    assert str(caught.value) == (
+        f"case holes, file {files[1]}: 2 NaN and 1 Inf intensities; fix or re-export the image"
+    )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
