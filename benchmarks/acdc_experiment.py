@@ -304,7 +304,7 @@ def table(results: list[RowResult]) -> str:
             f"| {minutes} | {steps} |"
         )
     for name, (rv, myo, lv, mean) in PAPER_TABLE_3.items():
-        lines.append(f"| {name}, not measured here | {rv} | {myo} | {lv} | {mean} | | | |")
+        lines.append(f"| {name}, not measured here | {rv:.2f} | {myo:.2f} | {lv:.2f} | {mean:.2f} | | | |")
     return "\n".join(lines)
 
 
