@@ -27,9 +27,10 @@ takes its box prompts from the reference labels, so a case is predicted together
 transposed, cropped to the image's non-zero box and resampled as a label map, exactly as training preprocesses
 labels (the crop box is the image's alone, so the predicted grid does not depend on the labels), appended to the
 image as one extra channel, and so cut into windows, padded (with background) and mirrored together with the
-image. Each window's labels become per-slice boxes by the trainer's own ``build_targets``. Models in generated
-mode never see the labels (they are not even read). The extra channel costs one more float32 copy of the
-preprocessed image.
+image. Each window's labels become per-slice boxes by the trainer's own ``build_targets``, and each query takes
+the class of its box (the paper's "GT bbox" rows take the semantic labels from the prompts, not from the class
+head). Models in generated mode never see the labels (they are not even read). The extra channel costs one more
+float32 copy of the preprocessed image.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from masksam.data.io import Geometry, read_volume
 from masksam.data.plans import Plans
 from masksam.data.preprocessing import preprocess_arrays, restore_original_geometry
 from masksam.data.resampling import resample_label
-from masksam.data.targets import build_targets
+from masksam.data.targets import SliceTargets, build_targets
 from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL, nonfinite_intensities
 from masksam.devices import resolve_device
 from masksam.errors import CheckpointError, ConfigError, DatasetError
@@ -57,7 +58,7 @@ from masksam.inference.export import (
     write_label_map,
     write_probabilities,
 )
-from masksam.inference.semantic import semantic_scores
+from masksam.inference.semantic import query_scores
 from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores
 from masksam.inference.tta import mirror_axes, with_mirroring
 from masksam.training.checkpoint import (
@@ -303,15 +304,16 @@ class Predictor:
             "labels; pass them (masksam predict --prompt-labels DIR, or prompt_labels=...)"
         )
 
-    def window_boxes(self, model: torch.nn.Module, prompt_labels: torch.Tensor | None) -> torch.Tensor | None:
-        """A model's box prompts for a batch of windows, built from the labels exactly as the trainer does.
+    def window_targets(self, model: torch.nn.Module, prompt_labels: torch.Tensor | None) -> SliceTargets | None:
+        """A model's prompts for a batch of windows, built from the labels exactly as the trainer builds them.
 
         Args:
             model: One fold's model.
             prompt_labels: (B, T, H, W) long class ids of the windows, or None.
 
         Returns:
-            (B*T, N, 4) normalised xyxy boxes (``build_targets``) for a ground-truth prompt mode model, else None.
+            For a ground-truth prompt mode model, the windows' per-slice targets (``build_targets``): boxes
+            (B*T, N, 4) for the prompts and class_ids (B*T, N) for the classes; None for other models.
 
         Raises:
             ConfigError: The model needs labels and none were given.
@@ -320,13 +322,12 @@ class Predictor:
             return None
         self.require_prompt_labels(prompt_labels is not None)
         config = model.config
-        targets = build_targets(
+        return build_targets(
             prompt_labels,
             num_classes=config.num_classes,
             num_queries=config.num_queries,
             include_background=config.include_background,
         )
-        return targets.boxes  # (B*T, N, 4)
 
     def score_patches(self, patches: torch.Tensor, *, prompt_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Fold-averaged semantic class scores of a batch of patches (no mirroring).
@@ -334,7 +335,7 @@ class Predictor:
         Args:
             patches: (B, C, T, H, W) preprocessed patches on the predictor's device.
             prompt_labels: (B, T, H, W) long class ids of the same windows; only ground-truth prompt mode folds
-                use them (their box prompts).
+                use them (their box prompts, and each query's class: the class of its prompt).
 
         Returns:
             (B, K, T, H, W) float32 scores.
@@ -345,12 +346,12 @@ class Predictor:
         batch, _, num_slices, height, width = patches.shape
         total = None
         for model in self.models:
-            boxes = self.window_boxes(model, prompt_labels)  # (B*T, N, 4) or None
+            targets = self.window_targets(model, prompt_labels)
             with self._autocast():
-                output = model(patches) if boxes is None else model(patches, boxes)
-            scores = semantic_scores(
-                output.class_logits, output.mask_logits, include_background=self.include_background
-            )  # (B*T, K, H, W), float32 outside autocast
+                output = model(patches) if targets is None else model(patches, targets.boxes)
+            scores = query_scores(
+                output, targets, num_classes=self.num_classes, include_background=self.include_background
+            )  # (B*T, K, H, W), float32
             scores = scores.reshape(batch, num_slices, -1, height, width).transpose(1, 2)  # (B, K, T, H, W)
             total = scores if total is None else total + scores
         return total / len(self.models)

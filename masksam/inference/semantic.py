@@ -6,7 +6,8 @@ For every pixel and class k < K::
 
 The "no object" probability (index K) is dropped, so a query the model calls "no object" contributes nothing.
 Scores are not normalised over classes (a pixel no query covers has small scores everywhere); the argmax over
-k is the label.
+k is the label. In ground-truth prompt mode each query's class is known from its prompt instead
+(:func:`prompted_semantic_scores`).
 
 A model trained without background segments (``include_background=False``) never learns class 0, so its
 background score is replaced by ``1 - max_k score[k]`` over the foreground classes: a pixel is foreground when
@@ -16,6 +17,7 @@ some foreground class scores above one half (and above the others), background o
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def semantic_scores(
@@ -33,6 +35,47 @@ def semantic_scores(
         (G, K, H, W) float32 class scores in [0, N].
     """
     probabilities = class_logits.float().softmax(dim=-1)[..., :-1]  # (G, N, K)
+    return class_weighted_masks(probabilities, mask_logits, include_background=include_background)
+
+
+def prompted_semantic_scores(
+    prompt_class_ids: torch.Tensor, mask_logits: torch.Tensor, *, num_classes: int, include_background: bool = True
+) -> torch.Tensor:
+    """Class scores when each query's class is its prompt's (ground-truth prompt mode).
+
+    The paper's "GT bbox" rows take the semantic labels from the ground-truth prompts, not from the class head:
+    query i was prompted with the box of segment i, so its mask belongs to that segment's class.
+
+    Args:
+        prompt_class_ids: (G, N) long class of each query's prompt; K ("no object") for padding queries.
+        mask_logits: (G, N, H, W) mask logits per slice and query.
+        num_classes: K.
+        include_background: As in :func:`semantic_scores`.
+
+    Returns:
+        (G, K, H, W) float32 class scores.
+    """
+    probabilities = F.one_hot(prompt_class_ids.long(), num_classes + 1)[..., :-1].float()  # (G, N, K)
+    return class_weighted_masks(probabilities, mask_logits, include_background=include_background)
+
+
+def query_scores(output, prompt_targets=None, *, num_classes: int, include_background: bool = True) -> torch.Tensor:
+    """(G, K, H, W) float32 semantic scores of a MaskSAM output (``class_logits``, ``mask_logits``).
+
+    With ``prompt_targets`` (the ``SliceTargets`` whose boxes prompted a ground-truth prompt mode model) each
+    query takes the class of its prompt; otherwise the class head's probabilities.
+    """
+    if prompt_targets is None:
+        return semantic_scores(output.class_logits, output.mask_logits, include_background=include_background)
+    return prompted_semantic_scores(
+        prompt_targets.class_ids, output.mask_logits, num_classes=num_classes, include_background=include_background
+    )
+
+
+def class_weighted_masks(
+    probabilities: torch.Tensor, mask_logits: torch.Tensor, *, include_background: bool = True
+) -> torch.Tensor:
+    """score[k] = Σ_q probabilities[q, k] · sigmoid(mask_logits[q]): (G, N, K) and (G, N, H, W) -> (G, K, H, W)."""
     masks = mask_logits.float().sigmoid()  # (G, N, H, W)
     scores = torch.einsum("gnk,gnhw->gkhw", probabilities, masks)  # (G, K, H, W)
     if not include_background:

@@ -66,6 +66,19 @@ class MatchIndices:
         return int(self.slice_index.numel())
 
 
+def prompt_matching(valid: torch.Tensor) -> MatchIndices:
+    """Ground-truth prompt mode: query i was prompted with segment i's box, so it is matched to segment i.
+
+    Args:
+        valid: (G, N) bool, the real (not padding) segments of each slice's padded target set.
+
+    Returns:
+        The pairs (g, i, i) of every valid slot, sorted by slice then query.
+    """
+    slice_index, query_index = valid.nonzero(as_tuple=True)  # row-major: sorted by slice, then query
+    return MatchIndices(slice_index=slice_index, prediction_index=query_index, target_index=query_index.clone())
+
+
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Generalised IoU of xyxy boxes, element-wise with broadcasting (pairwise: ``b1[:, None]``, ``b2[None]``).
 

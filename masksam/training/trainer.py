@@ -38,6 +38,7 @@ from masksam.training.budget import Schedule, fit_to_budget
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import SetCriterion
 from masksam.training.distributed import DistributedContext, average_over_ranks, broadcast_object, sum_over_ranks
+from masksam.training.matcher import prompt_matching
 from masksam.training.optim import PolyLR, build_optimizer
 from masksam.training.progress import TextLog, draw_progress, write_metrics_csv
 from masksam.training.tensorboard_log import TensorBoardLog
@@ -191,10 +192,10 @@ class Trainer:
         device = self.context.device
         image = image.to(device, non_blocking=True)
         targets = self.targets(label.to(device, non_blocking=True))
-        boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
+        prompted = self.model_config.prompt_mode == "ground_truth"
         with self.precision.autocast():
-            output = self.network(image, boxes)
-        losses = self.criterion(output, targets)
+            output = self.network(image, targets.boxes if prompted else None)
+        losses = self.criterion(output, targets, indices=prompt_matching(targets.valid) if prompted else None)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -232,15 +233,19 @@ class Trainer:
 
     def validation_batch(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, predicted class ids (B, T, H, W)) of a validation batch: image (B, C, T, H, W), label (B, T, H, W)."""
-        from masksam.inference.semantic import semantic_scores
+        from masksam.inference.semantic import query_scores
 
         targets = self.targets(label)
-        boxes = targets.boxes if self.model_config.prompt_mode == "ground_truth" else None
+        prompted = self.model_config.prompt_mode == "ground_truth"
         with self.precision.autocast():
-            output = self.model(image, boxes)
-        losses = self.criterion(output, targets, synchronise=False)  # ranks may hold unequal shares
-        scores = semantic_scores(
-            output.class_logits, output.mask_logits, include_background=self.model_config.include_background
+            output = self.model(image, targets.boxes if prompted else None)
+        matching = prompt_matching(targets.valid) if prompted else None
+        losses = self.criterion(output, targets, indices=matching, synchronise=False)  # ranks: unequal shares
+        scores = query_scores(
+            output,
+            targets if prompted else None,  # ground-truth prompts: each query has its prompt's class, as predict
+            num_classes=self.model_config.num_classes,
+            include_background=self.model_config.include_background,
         )  # (B*T, K, H, W)
         return losses.total, scores.argmax(dim=1).reshape(label.shape)
 

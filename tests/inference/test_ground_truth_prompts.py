@@ -12,12 +12,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from inference.builders import make_plans, stub_model, synthetic_image, tiny_config, write_case
+from inference.builders import TINY_PATCH, make_plans, stub_model, synthetic_image, tiny_config, write_case
 
 from masksam.data.io import Geometry
 from masksam.data.preprocessing import preprocess_arrays
 from masksam.errors import ConfigError, DatasetError
 from masksam.inference.predictor import Predictor, preprocess_prompt_labels
+from masksam.inference.semantic import prompted_semantic_scores, semantic_scores
 from masksam.inference.sliding_window import pad_volume, window_grid
 from masksam.inference.tta import HEIGHT_AXIS, WIDTH_AXIS, mirror_combinations
 from masksam.model.masksam import build_masksam
@@ -136,6 +137,28 @@ def test_each_window_gets_the_boxes_the_trainer_builds() -> None:
         expected = trainer_targets(gt.model, cut(padded_labels, starts)[:, 0]).boxes  # (B*T, N, 4)
         torch.testing.assert_close(boxes, expected, rtol=0, atol=0)
     assert len({tuple(boxes.flatten().tolist()) for _, boxes in calls}) == 4  # every batch has other boxes
+
+
+def test_each_query_takes_the_class_of_its_prompt() -> None:
+    """The paper's "GT bbox" rows take semantic labels from the prompts: a class head that says "no object"
+    everywhere does not matter; each query's mask counts for the class of the box it was prompted with."""
+    plans = make_plans()
+    gt = trained(plans)
+    with torch.no_grad():
+        head = gt.model.mask_decoder.class_head
+        head.weight.zero_()
+        head.bias.fill_(-20.0)
+        head.bias[-1] = 20.0  # "no object", whatever the query
+    labels = torch.from_numpy(blocks(TINY_PATCH).astype(np.int64))[None]  # (1, T, H, W)
+    patches = torch.randn(1, 1, *TINY_PATCH, generator=torch.Generator().manual_seed(0))
+    scores = Predictor([gt], tta=False).score_patches(patches, prompt_labels=labels)  # (1, K, T, H, W)
+    targets = trainer_targets(gt.model, labels)
+    with torch.no_grad():
+        output = gt.model(patches, targets.boxes)
+    expected = prompted_semantic_scores(targets.class_ids, output.mask_logits, num_classes=3)  # (T, K, H, W)
+    torch.testing.assert_close(scores[0].transpose(0, 1), expected)
+    from_class_head = semantic_scores(output.class_logits, output.mask_logits)
+    assert from_class_head.max() < 1e-6 < expected[:, 1:].amax()
 
 
 @pytest.mark.parametrize("mirror_depth", [False, True], ids=["in-plane", "with-depth"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from masksam.inference.semantic import semantic_scores
+from masksam.inference.semantic import prompted_semantic_scores, semantic_scores
 
 
 def loop_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, include_background: bool) -> torch.Tensor:
@@ -69,3 +69,18 @@ def test_bf16_logits_are_scored_in_float32() -> None:
     scores = semantic_scores(class_logits, mask_logits)
     assert scores.dtype == torch.float32
     torch.testing.assert_close(scores, semantic_scores(class_logits.float(), mask_logits.float()))
+
+
+@pytest.mark.parametrize("include_background", [True, False], ids=["background-segment", "no-background-segment"])
+def test_prompted_scores_take_each_querys_class_from_its_prompt(include_background: bool) -> None:
+    mask_logits = torch.randn(2, 3, 4, 5)
+    class_ids = torch.tensor([[1, 2, 3], [0, 3, 3]])  # K = 3: id 3 marks a padding query
+    scores = prompted_semantic_scores(class_ids, mask_logits, num_classes=3, include_background=include_background)
+    one_hot_logits = torch.full((2, 3, 4), -1e4).scatter(2, class_ids[..., None], 1e4)  # certain class heads
+    expected = semantic_scores(one_hot_logits, mask_logits, include_background=include_background)
+    torch.testing.assert_close(scores, expected)
+    masks = mask_logits.sigmoid()
+    torch.testing.assert_close(scores[0, 2], masks[0, 1])  # query 1 of slice 0 was prompted with class 2
+    if include_background:
+        torch.testing.assert_close(scores[1, 0], masks[1, 0])
+        assert not scores[1, 1:].any()  # padding queries count for nothing

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from masksam.data.targets import SliceTargets
 from masksam.model.masksam import MaskSamOutput
-from masksam.training.matcher import HungarianMatcher, MatchCosts, generalized_box_iou
+from masksam.training.matcher import HungarianMatcher, MatchCosts, generalized_box_iou, prompt_matching
 from masksam.training.point_sampling import random_points, read_points
 
 EVERY_PIXEL = 10_000  # more points than pixels in these tests: the cost uses every pixel
@@ -222,3 +222,12 @@ def test_read_points_repeats_edge_values_at_the_border() -> None:
     corners = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
     assert torch.allclose(read_points(values, corners), torch.ones(1, 1, 3))
     assert not math.isnan(float(read_points(values, corners).sum()))
+
+
+def test_prompt_matching_pairs_each_valid_slot_with_its_query() -> None:
+    valid = torch.tensor([[True, True, False, False], [False, False, False, False], [True, True, True, False]])
+    matching = prompt_matching(valid)
+    assert matching.slice_index.tolist() == [0, 0, 2, 2, 2]
+    assert matching.prediction_index.tolist() == [0, 1, 0, 1, 2]
+    assert matching.target_index.tolist() == matching.prediction_index.tolist()
+    assert len(prompt_matching(torch.zeros(2, 3, dtype=torch.bool))) == 0

@@ -146,6 +146,41 @@ def test_a_few_steps_overfit_one_batch(planned_dataset):
     assert losses[-1] < 0.75 * losses[0], losses
 
 
+def test_ground_truth_prompts_match_each_query_to_its_prompt(planned_dataset, monkeypatch):
+    """Query i is prompted with segment i's box: training and validation pair them directly (no Hungarian
+    matching), and validation scores each query as the class of its prompt, as prediction does."""
+    from masksam.inference.semantic import prompted_semantic_scores
+
+    trainer = make_trainer(planned_dataset, Path("unused"), prompt_mode="ground_truth")
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+
+    def no_hungarian(*_args, **_kwargs):
+        raise AssertionError("the Hungarian matcher ran in ground-truth prompt mode")
+
+    monkeypatch.setattr(trainer.criterion, "matcher", no_hungarian)
+    calls, criterion = [], trainer.criterion
+
+    def spy(outputs, targets, **options):
+        calls.append(options["indices"])
+        return criterion(outputs, targets, **options)
+
+    trainer.criterion = spy
+    trainer.train_step(image, label)
+    _, predicted = trainer.validation_batch(image, label)
+    targets = trainer.targets(label)
+    assert len(calls) == 2
+    for matching in calls:
+        valid = targets.valid.nonzero()
+        assert matching.slice_index.tolist() == valid[:, 0].tolist()
+        assert matching.prediction_index.tolist() == matching.target_index.tolist() == valid[:, 1].tolist()
+    with torch.no_grad():
+        output = trainer.model(image, targets.boxes)
+    scores = prompted_semantic_scores(
+        targets.class_ids, output.mask_logits, num_classes=trainer.model_config.num_classes
+    )
+    assert torch.equal(predicted, scores.argmax(dim=1).reshape(label.shape))
+
+
 @pytest.mark.parametrize("train_backbone", [False, True], ids=["frozen-sam", "trained-sam"])
 def test_gradients_reach_only_trainable_parameters(planned_dataset, train_backbone: bool):
     trainer = make_trainer(planned_dataset, Path("unused"), train_backbone=train_backbone)
