@@ -7,14 +7,13 @@ sees half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from masksam.errors import ConfigError, MaskSamError
+from masksam.errors import ConfigError
+from masksam.files import replace_atomically
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -48,20 +47,7 @@ def write_settings(path: str | Path, data: dict[str, Any]) -> None:
     """
     path = Path(path)
     text = yaml.safe_dump(data, sort_keys=False) if path.suffix in YAML_SUFFIXES else json.dumps(data, indent=2)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise MaskSamError(
-            f"{path}: could not write ({error.strerror or error}); check space and permissions"
-        ) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _first_line(error: Exception) -> str:

@@ -143,10 +143,11 @@ def predict(
     if not cases:
         raise DatasetError(f"{input_dir}: no CASE_0000.nii.gz files; name inputs as nnU-Net does (CASE_XXXX.nii.gz)")
     if resume:
-        predicted = [case for case in cases if case.is_predicted(output_dir, probabilities=save_probabilities)]
-        if predicted:
-            print(f"--continue: {len(predicted)} case(s) already predicted in {output_dir}, skipped", file=sys.stderr)
-        cases = [case for case in cases if case not in predicted]
+        remaining = [case for case in cases if not case.is_predicted(output_dir, probabilities=save_probabilities)]
+        if len(remaining) < len(cases):
+            skipped = len(cases) - len(remaining)
+            print(f"--continue: {skipped} case(s) already predicted in {output_dir}, skipped", file=sys.stderr)
+        cases = remaining
     prompts = "" if prompt_labels_dir is None else f", box prompts from {prompt_labels_dir}"
     print(
         f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device}"

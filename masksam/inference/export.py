@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from masksam.errors import MaskSamError
+from masksam.files import replace_atomically
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
@@ -61,21 +61,9 @@ def ensure_not_input(path: Path, inputs: Iterable[Path]) -> None:
 
 
 def _replace_atomically(path: Path, write) -> None:
-    """Calls ``write(temporary_path)`` in ``path``'s folder, then renames the result over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``replace_atomically`` with the target's NIfTI ending on the temporary file (nibabel picks gzip by it)."""
     suffix = nifti_ending(path) if path.name.endswith(NIFTI_ENDINGS) else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise MaskSamError(
-            f"{path}: could not write ({error.strerror or error}); check space and permissions"
-        ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    replace_atomically(path, write, suffix=suffix)
 
 
 def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: Iterable[Path] = ()) -> Path:

@@ -17,14 +17,13 @@ never leaves half a picture.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from masksam.errors import ConfigError, DatasetError, MaskSamError
+from masksam.errors import ConfigError, DatasetError
+from masksam.files import replace_atomically
 
 # Fixed colours of label values 1, 2, ... (value v uses entry (v - 1) % len); none is grey, so overlays stand out.
 CLASS_COLOURS: tuple[tuple[float, float, float], ...] = (
@@ -255,19 +254,7 @@ def save_figure(figure, path: Path) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise MaskSamError(
-            f"{path}: could not write ({error.strerror or error}); check space and permissions"
-        ) from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    replace_atomically(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     return path
 
 
