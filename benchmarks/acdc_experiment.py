@@ -163,6 +163,11 @@ def training_record(model_dir: Path, fold: int) -> dict[str, float | int | None]
     }
 
 
+def row_budget(row: str, minutes: float) -> float | None:
+    """The training budget a row's result depends on (None for the untrained ground-truth-box row)."""
+    return None if row == "litemedsam_gt_boxes" else minutes
+
+
 def check_budget(model_dir: Path, fold: int, minutes: float) -> None:
     """Refuses to reuse a model trained (or half-trained) under another budget than ``minutes``."""
     import torch
@@ -343,10 +348,10 @@ def main() -> None:
     stored = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": {}}
     done = stored["rows"]
     for entry in done.values():  # results written before rows recorded their own budget
-        entry.setdefault("budget_minutes", None if entry["row"] == "litemedsam_gt_boxes" else stored["budget_minutes"])
+        entry.setdefault("budget_minutes", row_budget(entry["row"], stored["budget_minutes"]))
     evaluated = len(list(labels.glob("*.nii.gz")))
     for row in args.rows:
-        budget = None if row == "litemedsam_gt_boxes" else args.minutes
+        budget = row_budget(row, args.minutes)
         current = row in done and done[row]["eval_cases"] == evaluated and done[row]["budget_minutes"] == budget
         if current and not args.force:
             print(f"{row}: reusing {results_file}", flush=True)
