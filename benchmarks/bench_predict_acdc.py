@@ -69,13 +69,13 @@ def main() -> None:
 
     import torch
 
-    from masksam.cli.process import keep_freed_memory
     from masksam.data.io import list_cases, read_dataset_json
     from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.plans import Plans
+    from masksam.memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as the masksam command does (masksam/cli/process.py)
+    keep_freed_memory()  # as the masksam command does (masksam/memory.py)
     cases = list_cases(args.dataset, read_dataset_json(args.dataset), "Tr")[: args.cases]
     results = []
     with tempfile.TemporaryDirectory() as folder:

@@ -17,8 +17,8 @@ from masksam.cli import (
     train_command,
     weights_command,
 )
-from masksam.cli.process import keep_freed_memory
 from masksam.errors import MaskSamError
+from masksam.memory import keep_freed_memory
 
 app = typer.Typer(
     name="masksam",

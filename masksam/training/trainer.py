@@ -30,6 +30,7 @@ from masksam.data.loader import make_train_loader, read_split
 from masksam.data.plans import Plans
 from masksam.data.targets import build_targets
 from masksam.errors import CheckpointError
+from masksam.memory import FreedMemoryGuard
 from masksam.model.config import MaskSamConfig
 from masksam.model.masksam import MaskSAM, build_masksam
 from masksam.training import checkpoint as ckpt
@@ -146,6 +147,7 @@ class Trainer:
         self.scaler = self.precision.scaler()
         self.state = TrainerState(schedule=schedule)
         self.validation_patches: ValidationPatches | None = None
+        self.memory_guard = FreedMemoryGuard()
 
     # ---- hooks -------------------------------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class Trainer:
             epoch_started = time.monotonic()
             self.run_epoch(deadline if self.state.epoch == 0 and not resume else None)
             validation = self.validate()
+            self.watch_memory()
             self.end_epoch(validation, time.monotonic() - epoch_started)
             epochs_this_call += 1
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
@@ -323,6 +326,7 @@ class Trainer:
         while step < self.state.schedule.iterations_per_epoch:
             image, label = next(batches)
             terms = self.train_step(image, label)
+            self.watch_memory()
             step += 1
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -339,6 +343,15 @@ class Trainer:
         del batches, loader  # stops the workers of this epoch
         means = {key: value / step for key, value in totals.items()}
         self._epoch_train_terms = average_over_ranks(means, self.context)
+
+    def watch_memory(self) -> None:
+        """Hands kept freed memory back to the kernel once this process's peak nears the machine's memory."""
+        if self.memory_guard.check():
+            self.log(
+                f"memory: the peak passed {self.memory_guard.limit_bytes / 2**30:.1f} GB "
+                f"({self.memory_guard.peak_limit:.0%} of this machine), so freed blocks go back to the kernel from "
+                "now on (slower CPU steps, no out-of-memory kill)"
+            )
 
     def plan_budget(self, deadline: float, step_seconds: float, steps_done: int) -> None:
         """Fits epochs × iterations to the time left (rank 0 decides, every rank follows).
