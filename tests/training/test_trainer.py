@@ -18,6 +18,7 @@ import torch
 
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError
+from masksam.memory import FreedMemoryGuard
 from masksam.training import checkpoint as ckpt
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import SetCriterion
@@ -78,6 +79,19 @@ def test_fit_writes_checkpoints_logs_and_pictures(planned_dataset, tmp_path):
     log = (fold / "training_log.txt").read_text()
     assert "epoch 2/2" in log and "pseudo-Dice" in log
     assert not [p for p in fold.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("machine_gb", [1e-9, 1e6], ids=["peak-past-the-limit", "roomy-machine"])
+def test_freed_memory_goes_back_once_the_peak_nears_the_machine(planned_dataset, tmp_path, machine_gb: float):
+    # A batch-2 LiteMedSAM run with kept freed blocks was killed at 18.3 GB on a 24 GB machine: the trainer
+    # must hand them back (once, and say so) when its peak passes half the memory, and train on.
+    trainer = make_trainer(planned_dataset, tmp_path / "model")
+    trainer.memory_guard = FreedMemoryGuard(machine_bytes=int(machine_gb * 2**30))
+    assert trainer.fit().epoch == 2
+    log = (tmp_path / "model" / "fold_0" / "training_log.txt").read_text()
+    expected = 1 if machine_gb < 1 else 0
+    assert log.count("freed blocks go back to the kernel") == expected
+    assert trainer.memory_guard.returned == bool(expected)
 
 
 def test_checkpoint_rebuilds_the_trained_model(planned_dataset, tmp_path):
