@@ -11,6 +11,7 @@ sampled points as an uninterrupted run and ends with identical weights (on CPU, 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -30,7 +31,7 @@ from masksam.data.loader import make_train_loader, read_split
 from masksam.data.plans import Plans
 from masksam.data.targets import build_targets
 from masksam.errors import CheckpointError
-from masksam.memory import FreedMemoryGuard
+from masksam.memory import FreedMemoryGuard, release_free_memory
 from masksam.model.config import MaskSamConfig
 from masksam.model.masksam import MaskSAM, build_masksam
 from masksam.training import checkpoint as ckpt
@@ -311,6 +312,8 @@ class Trainer:
         epoch = self.state.epoch
         seed_everything(epoch_seed(self.config.seed, epoch, self.context.rank))
         loader = self.build_loader(epoch)
+        gc.collect()
+        release_free_memory()  # the workers forked next must not inherit the freed activations (memory.py)
         batches = iter(loader)
         totals: dict[str, float] = {}
         step = 0

@@ -20,6 +20,7 @@ from masksam.data.plans import Plans
 from masksam.errors import CheckpointError
 from masksam.memory import FreedMemoryGuard
 from masksam.training import checkpoint as ckpt
+from masksam.training import trainer as trainer_module
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import SetCriterion
 from masksam.training.setup import model_config_for
@@ -92,6 +93,30 @@ def test_freed_memory_goes_back_once_the_peak_nears_the_machine(planned_dataset,
     expected = 1 if machine_gb < 1 else 0
     assert log.count("freed blocks go back to the kernel") == expected
     assert trainer.memory_guard.returned == bool(expected)
+
+
+def test_free_memory_goes_back_before_each_epochs_workers_start(planned_dataset, tmp_path, monkeypatch):
+    # Workers are forked when an epoch's loader starts; a trainer resident at 13.5 GB of freed activations
+    # forked a worker that doubled it by copy-on-write, and the kernel killed the run at its second epoch.
+    events: list[str] = []
+    monkeypatch.setattr(trainer_module, "release_free_memory", lambda: events.append("release") or True)
+    trainer = make_trainer(planned_dataset, tmp_path / "model")
+    build_loader = trainer.build_loader
+
+    def loader_that_reports_its_start(epoch: int):
+        loader = build_loader(epoch)
+        start_workers = loader.__iter__
+
+        class Reporting:
+            def __iter__(self):
+                events.append("workers")
+                return start_workers()
+
+        return Reporting()
+
+    trainer.build_loader = loader_that_reports_its_start
+    trainer.fit()
+    assert events == ["release", "workers"] * 2
 
 
 def test_checkpoint_rebuilds_the_trained_model(planned_dataset, tmp_path):
