@@ -57,8 +57,8 @@ def keep_freed_memory() -> bool:
     By default glibc maps every block over 32 MiB separately and unmaps it when freed, so each of a model's
     large activations is page-faulted and zeroed by the kernel again at every step: on a CPU up to half of a
     training step was system time (measured: a LiteMedSAM step 19.4 s -> 11.2 s, inference 5.5-7.2 s ->
-    5.0 s). The price is memory: a batch-2 LiteMedSAM ACDC step peaked at 16.4 GB instead of 13.4 GB, and a
-    long run grows further (heap fragmentation), so :class:`FreedMemoryGuard` undoes this near the limit.
+    5.0 s). The price is memory: a batch-2 LiteMedSAM ACDC step peaked at 16.4 GB instead of 13.4 GB, too
+    little headroom on a 24 GB machine, so :class:`FreedMemoryGuard` undoes this past half the machine.
     The same effect as the environment variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``.
 
     Returns:
@@ -113,8 +113,8 @@ def peak_resident_bytes() -> int:
 class FreedMemoryGuard:
     """Hands freed memory back to the kernel, once, when the process's peak passes a share of the machine.
 
-    Call :meth:`check` after each step: it costs one system call. Kept freed blocks make CPU steps faster but
-    a model whose step already fills most of the memory would be killed by the kernel after some epochs.
+    Call :meth:`check` after each step: it costs one system call. Kept freed blocks make CPU steps faster, but
+    where one step already fills most of the memory they leave no room for validation, workers or others.
     """
 
     def __init__(self, peak_limit: float = DEFAULT_PEAK_LIMIT, machine_bytes: int | None = None) -> None:
