@@ -15,17 +15,23 @@ from masksam.memory import (
     release_free_memory,
 )
 
-_RSS_AFTER_FREE = """
+# Prelude of the subprocess scripts below: the resident size of the running process in MB.
+_RSS_MB = """
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+"""
+
+_RSS_AFTER_FREE = (
+    _RSS_MB
+    + """
 import sys
 from masksam.memory import keep_freed_memory, return_freed_memory
 mode = sys.argv[1]
 if mode != "default":
     assert keep_freed_memory()
 import numpy as np
-def rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
 block = np.ones(200 * 2**20, dtype=np.uint8)
 del block
 if mode == "keep-then-return":
@@ -34,6 +40,7 @@ if mode == "keep-then-return":
     del block
 print(rss_mb())
 """
+)
 
 
 def _rss_after_free(mode: str) -> float:
@@ -49,13 +56,11 @@ def test_large_freed_blocks_stay_with_the_process_until_returned() -> None:
     assert kept > returned + 150, (kept, returned)
 
 
-_RSS_BEFORE_AND_AFTER_RELEASE = """
+_RSS_BEFORE_AND_AFTER_RELEASE = (
+    _RSS_MB
+    + """
 import numpy as np
 from masksam.memory import release_free_memory, return_freed_memory
-def rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
 assert return_freed_memory()
 blocks = [np.ones(20 * 2**20, dtype=np.uint8) for _ in range(40)]  # 800 MB of heap blocks under 32 MiB
 pin = np.ones(2**20, dtype=np.uint8)  # a live block above them: glibc cannot trim the heap's top
@@ -64,6 +69,7 @@ before = rss_mb()
 assert release_free_memory()
 print(before, rss_mb())
 """
+)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
