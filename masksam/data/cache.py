@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from masksam.errors import DatasetError
+from masksam.files import create_temporary_file
 
 
 def _atomic_target(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return create_temporary_file(path)
 
 
 def write_json_atomic(data: dict | list, path: Path) -> None:

@@ -289,7 +289,8 @@ def write_volume(array: np.ndarray, affine: np.ndarray, path: Path, *, reference
         reference: Optional NIfTI file whose header (units, codes, description) is copied.
     """
     import os
-    import tempfile
+
+    from masksam.files import create_temporary_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +298,7 @@ def write_volume(array: np.ndarray, affine: np.ndarray, path: Path, *, reference
     image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64), header=header)
     image.set_data_dtype(np.asarray(array).dtype)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = create_temporary_file(path, suffix=suffix)
     os.close(fd)
     try:
         nib.save(image, tmp)

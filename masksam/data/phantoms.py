@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from masksam.errors import DatasetError
+from masksam.files import create_temporary_folder
 
 PHANTOM_LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 PARAMETERS_FILE = "phantom.json"
@@ -244,9 +244,8 @@ def write_phantom_dataset(
         return _reuse_or_refuse(out_dir, parameters)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = create_temporary_folder(out_dir)  # mkdir()'s mode, not mkdtemp's private 0o700
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         _write_cases(staging, parameters)
         try:
             os.replace(staging, out_dir)  # atomic; replaces out_dir only if it is an empty folder

@@ -92,6 +92,8 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
     Raises:
         CheckpointError: The file could not be written (e.g. a full disk); the previous file is untouched.
     """
+    from masksam.files import default_file_mode
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Temporaries left by a killed writer (one writer per file: rank 0) are garbage.
@@ -100,6 +102,7 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), default_file_mode())  # not mkstemp's 0o600: readable as the umask allows
             torch.save(_to_cpu(payload), handle)
             handle.flush()
             os.fsync(handle.fileno())

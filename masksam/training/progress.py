@@ -10,16 +10,17 @@ import csv
 import io
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from masksam.files import create_temporary_file
+
 
 def _write_bytes_atomic(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
