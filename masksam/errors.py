@@ -19,3 +19,10 @@ class DatasetError(MaskSamError):
 
 class ConfigError(MaskSamError):
     """A configuration file, preset name or option value is invalid."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a command; the message says what was kept and the command that resumes (exit code 130).
+
+    Not a :class:`MaskSamError`: code that reports and skips a failed case must not swallow an interrupt.
+    """
