@@ -5,7 +5,8 @@ falls back to ``checkpoint_latest.pt`` with a warning (so a long run can be trie
 ``--checkpoint final|best|latest`` makes that file required in every fold.
 
 A case that cannot be predicted (unreadable file, wrong channel count, missing prompt labels, ...) gets one
-error line and the others go on; the command exits non-zero at the end if any case failed.
+error line and the others go on; the command exits non-zero at the end if any case failed. Ctrl-C stops it with
+one line saying how many cases were written (each whole), which ``--continue`` then skips.
 
 A model trained with ``--prompt-mode ground_truth`` (the paper's "GT bbox" rows) takes its box prompts from the
 reference labels: ``--prompt-labels DIR`` names a folder of ``CASE.nii.gz`` files (nnU-Net labelsTr naming, the
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from masksam.errors import ConfigError, DatasetError, MaskSamError
+from masksam.errors import ConfigError, DatasetError, Interrupted, MaskSamError
 
 
 def parse_folds(folds: str | None) -> list[int] | None:
@@ -155,23 +156,32 @@ def predict(
         file=sys.stderr,
     )
     failed = []
+    written = 0
     started = time.perf_counter()
-    for case in tqdm(cases, desc="predicting", unit="case", disable=None, file=sys.stderr):
-        try:
-            if case.problem is not None:
-                raise DatasetError(case.problem)
-            labels = None
-            if prompt_labels_dir is not None:
-                labels = prompt_labels_path(prompt_labels_dir, case.case_id, case.ending)
-            predictor.predict_case(
-                case.files,
-                case.output_path(output_dir),
-                save_probabilities=save_probabilities,
-                prompt_labels=labels,
-            )
-        except MaskSamError as error:
-            tqdm.write(f"masksam: error: {error}", file=sys.stderr)
-            failed.append(case.case_id)
+    try:
+        for case in tqdm(cases, desc="predicting", unit="case", disable=None, file=sys.stderr):
+            try:
+                if case.problem is not None:
+                    raise DatasetError(case.problem)
+                labels = None
+                if prompt_labels_dir is not None:
+                    labels = prompt_labels_path(prompt_labels_dir, case.case_id, case.ending)
+                predictor.predict_case(
+                    case.files,
+                    case.output_path(output_dir),
+                    save_probabilities=save_probabilities,
+                    prompt_labels=labels,
+                )
+                written += 1
+            except MaskSamError as error:
+                tqdm.write(f"masksam: error: {error}", file=sys.stderr)
+                failed.append(case.case_id)
+    except KeyboardInterrupt:
+        # Each output is written whole (temporary file, then rename), so the case in progress left nothing.
+        raise Interrupted(
+            f"{written} of {len(cases)} case(s) written to {output_dir}; run the same command with --continue "
+            "to skip the cases already written"
+        ) from None
     done = len(cases) - len(failed)
     print(f"wrote {done} of {len(cases)} case(s) to {output_dir} in {time.perf_counter() - started:.1f} s")
     if failed:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from masksam.errors import ConfigError
+from masksam.errors import ConfigError, Interrupted
 
 
 def train(
@@ -84,6 +85,7 @@ def train(
         return source is not None and source.name == "COMMANDLINE"
 
     context = init_distributed(device)
+    fold_dir, training_config, stage = ckpt.fold_dir(output, fold), None, "setup"
     try:
         plans_dir = plans_dir or output / "plans"
         if not (plans_dir / "plans.json").is_file():
@@ -121,11 +123,64 @@ def train(
             context=context,
             show_progress=sys.stderr.isatty(),
         )
+        stage = "training"
         trainer.fit(resume=resume, extend_to_epochs=epochs if resume else None)
+        stage = "validation"
         if training_config.final_validation:
             trainer.validate_cases(dataset_dir)
+    except KeyboardInterrupt:
+        if not context.is_main:
+            raise Interrupted() from None  # rank 0 says what was kept
+        fold_of_run = fold if training_config is None else training_config.fold
+        raise Interrupted(
+            what_training_kept(
+                fold_dir,
+                stage=stage,
+                save_every=1 if training_config is None else training_config.save_every,
+                resume_command=resume_command(options, fold_of_run),
+            )
+        ) from None
     finally:
         shutdown_distributed(context)
+
+
+def resume_command(options: dict, fold: int) -> str:
+    """``masksam train DATASET -o OUTPUT --fold F ... --continue``: the options that find and run the fold again.
+
+    The run's settings come from its checkpoint, so only where it is (dataset, output, fold, plans) and where it
+    runs (device, backbone weights) are repeated; ``--config`` is left out (``--continue`` refuses it).
+    """
+    words = ["masksam", "train", str(options["dataset_dir"]), "-o", str(options["output"]), "--fold", str(fold)]
+    if options["plans_dir"] is not None:
+        words += ["--plans", str(options["plans_dir"])]
+    if options["checkpoint"] is not None:
+        words += ["--checkpoint", str(options["checkpoint"])]
+    if options["device"] != "auto":
+        words += ["--device", options["device"]]
+    return shlex.join([*words, "--continue"])
+
+
+def what_training_kept(fold_dir: Path, *, stage: str, save_every: int, resume_command: str) -> str:
+    """The one line printed after Ctrl-C: which checkpoint was kept and the command that goes on from it.
+
+    Args:
+        fold_dir: The fold's folder.
+        stage: What was running: ``setup`` (planning, building), ``training`` or ``validation`` (after training).
+        save_every: Epochs between writes of ``checkpoint_latest.pt``.
+        resume_command: The command line that resumes the run.
+    """
+    from masksam.training import checkpoint as ckpt
+
+    latest = ckpt.checkpoint_path(fold_dir, "latest")
+    if stage == "validation" and ckpt.checkpoint_path(fold_dir, "final").is_file():
+        return (
+            f"training had finished (checkpoint_final.pt is in {fold_dir}); the final validation was cut short and "
+            f"`{resume_command}` runs it again"
+        )
+    if latest.is_file():
+        epoch = "finished" if save_every == 1 else "saved"
+        return f"the last {epoch} epoch's checkpoint is in {fold_dir} ({latest.name}); `{resume_command}` resumes"
+    return "no epoch had finished, so no checkpoint was kept; run the same command again to start over"
 
 
 # Parameters of train() that set a TrainingConfig field, and the field.
