@@ -1,11 +1,12 @@
 """Training the baseline U-Net with MaskSAM's own trainer: same data, augmentation, schedule, budget and logs.
 
 :class:`UNetTrainer` is a :class:`~masksam.training.trainer.Trainer` variant (nnU-Net style: a small subclass
-overriding hooks). Inherited unchanged: the loader (``build_loader``: the plans' patch and batch, nnU-Net-style
-augmentation, foreground oversampling, per-epoch seeding), the loop (``fit``/``run_epoch``), fitting a time
-budget (``plan_budget``), the moving-average pseudo-Dice and best checkpoint, ``metrics.csv``,
-``training_log.txt`` and ``progress.png``. Overridden: the network, loss, optimiser parameters, train step,
-validation step, and the checkpoint contents (the U-Net model file of
+overriding hooks). Inherited unchanged: the loader (``build_loader``: the network's patch, which is the plans'
+in 3-D and one slice of nnU-Net's 2-D patch in 2-D; the batch; nnU-Net-style augmentation, foreground
+oversampling, per-epoch seeding), the loop (``fit``/``run_epoch``), fitting a time budget (``plan_budget``),
+the moving-average pseudo-Dice and best checkpoint, ``metrics.csv``, ``training_log.txt`` and
+``progress.png``. Overridden: the network, loss (with deep supervision where configured), optimiser
+parameters, train step, validation step, and the checkpoint contents (the U-Net model file of
 :mod:`masksam.baselines.unet_checkpoint`).
 """
 
@@ -18,8 +19,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from masksam.baselines.unet import DiceCrossEntropyLoss, UNet, UNetConfig, require_monai, unet_config_for
+from masksam.baselines.unet import (
+    DeepSupervisionLoss,
+    DiceCrossEntropyLoss,
+    UNet,
+    UNetConfig,
+    require_monai,
+    unet_config_for,
+)
 from masksam.baselines.unet_checkpoint import TrainedUNet, load_unet_state, read_unet_file, unet_payload
+from masksam.data.loader import read_split
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, ConfigError
 from masksam.training import checkpoint as ckpt
@@ -81,19 +90,25 @@ class UNetTrainer(Trainer):
             network = torch.compile(network)
         return network
 
-    def build_criterion(self) -> DiceCrossEntropyLoss:
-        return DiceCrossEntropyLoss(batch_dice=self.model_config.batch_dice)
+    def build_criterion(self) -> nn.Module:
+        loss = DiceCrossEntropyLoss(batch_dice=self.model_config.batch_dice)
+        if self.model_config.supervised_heads:
+            return DeepSupervisionLoss(loss, self.model_config.deep_supervision_weights())
+        return loss
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         return build_optimizer(self.model.parameters(), self.config)
 
     def train_step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
-        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms."""
+        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms.
+
+        With deep supervision the terms are the weighted sums over the supervised outputs (nnU-Net's loss).
+        """
         device = self.context.device
         image = image.to(device, non_blocking=True)
         label = label.to(device, non_blocking=True)
         with self.precision.autocast():
-            logits = self.network(image)  # (B, K, T, H, W)
+            logits = self.network(image)  # (B, K, T, H, W); deep supervision: (B, S, K, T, H, W)
         terms = self.criterion(logits, label)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
@@ -105,13 +120,13 @@ class UNetTrainer(Trainer):
         return {key: float(value.detach()) for key, value in terms.items()}
 
     def validation_batch(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dice + CE loss and the argmax of the logits (B, T, H, W)."""
+        """Dice + CE loss and the argmax of the logits (B, T, H, W) (evaluation mode: the final output only)."""
         with self.precision.autocast():
             logits = self.model(image)  # (B, K, T, H, W)
         return self.criterion(logits, label)["total"], logits.argmax(dim=1)
 
     def model_title(self) -> str:
-        return "U-Net baseline"
+        return f"U-Net baseline ({self.model_config.configuration})"
 
     def validation_predictor(self):
         from masksam.baselines.unet_inference import UNetPredictor
@@ -154,8 +169,10 @@ class UNetTrainer(Trainer):
         config = self.model_config
         parameters = sum(p.numel() for p in self.model.parameters())
         self.log(
-            f"training the U-Net baseline ({parameters / 1e6:.2f}M parameters; channels {list(config.channels)}, "
-            f"kernels {[list(k) for k in config.kernel_sizes]}, strides {[list(s) for s in config.strides]}) on "
+            f"training the U-Net baseline ({config.configuration}, {parameters / 1e6:.2f}M parameters; channels "
+            f"{list(config.channels)}, kernels {[list(k) for k in config.kernel_sizes]}, strides "
+            f"{[list(s) for s in config.strides]}, deep supervision weights "
+            f"{[round(w, 3) for w in config.deep_supervision_weights()]}) on "
             f"{self.plans.dataset_name} fold {self.config.fold}: {len(self.train_ids)} training / "
             f"{len(self.val_ids)} validation cases, patch {'×'.join(map(str, config.patch_size))}, batch "
             f"{self.batch_per_rank * self.context.world_size} on {self.context.world_size} × "
@@ -179,6 +196,7 @@ def train_unet(
     optimizer: str = "adamw",
     learning_rate: float | None = None,
     validation_patches: int = 16,
+    configuration: str = "3d_fullres",
     unet_config: UNetConfig | None = None,
     dataset_dir: Path | None = None,
     resume: bool = False,
@@ -204,10 +222,12 @@ def train_unet(
         seed: Seed of data order, augmentation and initialisation.
         num_workers: Data-loading processes.
         device: ``cpu``, ``cuda`` or ``auto``.
-        batch_size: Global batch (default: the plans').
+        batch_size: Global batch (default: the configuration's planned batch, else the plans'; ``2d`` plans
+            nnU-Net's batch for an 8 GB GPU, 56 for ACDC: pass a smaller one on a CPU).
         optimizer: ``adamw`` or ``sgd``.
         learning_rate: Initial learning rate (default 1e-3 for AdamW, 1e-2 for SGD).
         validation_patches: Patches scored after every epoch (pseudo-Dice).
+        configuration: ``3d_fullres`` or ``2d`` (see :mod:`masksam.baselines.unet`), when ``unet_config`` is None.
         unet_config: The network (default: :func:`~masksam.baselines.unet.unet_config_for` the plans).
         dataset_dir: Raw dataset; when given, the fold's validation cases are predicted after training and
             scored into ``fold_F/validation/summary.json`` (as ``masksam train`` does).
@@ -242,13 +262,16 @@ def train_unet(
             )
         if optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"optimizer '{optimizer}' is unknown; choose adamw or sgd")
-        config = unet_config if unet_config is not None else unet_config_for(plans)
+        if unet_config is None:
+            train_ids, val_ids = read_split(plans_dir, 0)  # all cases: nnU-Net caps the 2-D batch by the dataset
+            unet_config = unet_config_for(plans, configuration=configuration, num_cases=len(train_ids) + len(val_ids))
+        config = unet_config
         training_config = TrainingConfig(
             fold=fold,
             epochs=epochs or 100,
             iterations_per_epoch=iterations_per_epoch,
             time_budget_minutes=minutes,
-            batch_size=batch_size,
+            batch_size=batch_size if batch_size is not None else config.batch_size,
             optimizer=optimizer,
             learning_rate=learning_rate or (SGD_LEARNING_RATE if optimizer == "sgd" else 1e-3),
             validation_patches=validation_patches,

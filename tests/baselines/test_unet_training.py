@@ -1,4 +1,4 @@
-"""U-Net trainer: MaskSAM's loop and files, overfitting one batch, exact resume, refusing to overwrite a run."""
+"""U-Net trainer: MaskSAM's loop and files, overfitting one batch (3-D and 2-D), exact resume, refusing to overwrite."""
 
 from __future__ import annotations
 
@@ -79,6 +79,52 @@ def test_loss_falls_when_overfitting_one_batch(planned_dataset, tmp_path):
     with torch.no_grad():
         predicted = trainer.model(image).argmax(dim=1)
     assert (predicted == label).double().mean() > 0.95
+
+
+def tiny_unet_2d(plans_dir: Path) -> UNetConfig:
+    """nnU-Net's 2-D plan of the synthetic cases (one 40×40 slice, four levels) with a few channels."""
+    return unet_config_for(Plans.load(plans_dir), configuration="2d", num_cases=6, base_channels=4, max_channels=8)
+
+
+def test_2d_configuration_learns_in_a_few_sgd_steps(planned_dataset, tmp_path):
+    _, plans_dir = planned_dataset
+    unet_config = tiny_unet_2d(plans_dir)
+    assert (unet_config.patch_size, unet_config.supervised_heads) == ((1, 40, 40), 1)
+    config = TrainingConfig(
+        epochs=1, iterations_per_epoch=10_000, num_workers=0, optimizer="sgd", learning_rate=1e-2, augment=False
+    )  # nnU-Net's optimiser: SGD, Nesterov momentum 0.99
+    trainer = UNetTrainer(
+        unet_config=unet_config,
+        training_config=config,
+        plans=Plans.load(plans_dir),
+        plans_dir=plans_dir,
+        output_dir=tmp_path,
+        show_progress=False,
+    )
+    batches = iter(trainer.build_loader(0))
+    image, label = next(batches)  # (2, 1, 1, 40, 40), (2, 1, 40, 40): single slices
+    assert image.shape == (2, 1, 1, 40, 40) and label.shape == (2, 1, 40, 40)
+    losses = [trainer.train_step(*next(batches))["total"] for _ in range(30)]  # a new batch every step
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), [round(v, 3) for v in losses]  # measured: 0.58
+
+
+def test_train_unet_2d_plans_nnunets_configuration(planned_dataset, tmp_path):
+    _, plans_dir = planned_dataset
+    model_file = train_unet(
+        plans_dir,
+        tmp_path / "model",
+        configuration="2d",
+        optimizer="sgd",
+        epochs=1,
+        iterations_per_epoch=2,
+        validation_patches=2,
+        num_workers=0,
+    )
+    expected = unet_config_for(Plans.load(plans_dir), configuration="2d", num_cases=6)  # all cases of the split
+    assert load_unet(model_file).model.config == expected
+    assert expected.batch_size == 2  # 5% of six 8×40×36 cases is two 40×40 slices
+    log = (tmp_path / "model" / "fold_0" / "training_log.txt").read_text()
+    assert "training the U-Net baseline (2d," in log and "patch 1×40×40, batch 2" in log and "sgd lr 0.01" in log
 
 
 def test_resume_continues_exactly(planned_dataset, tmp_path):
