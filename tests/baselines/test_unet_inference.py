@@ -16,6 +16,7 @@ from masksam.baselines.unet_checkpoint import load_unet, unet_payload
 from masksam.baselines.unet_inference import UNetPredictor, predict_unet
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, ConfigError, DatasetError
+from masksam.inference.sliding_window import sliding_window_scores
 from masksam.training.checkpoint import save_atomic
 
 CONFIG = UNetConfig(
@@ -26,13 +27,24 @@ CONFIG = UNetConfig(
     kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)),
     strides=((1, 1, 1), (1, 2, 2), (1, 2, 2)),
 )
+# nnU-Net's 2d configuration in small: single-slice patches, 2-D convolutions, deep supervision (one head).
+CONFIG_2D = UNetConfig(
+    patch_size=(1, 32, 32),
+    in_channels=1,
+    num_classes=3,
+    channels=(4, 8, 8, 8),
+    kernel_sizes=((1, 3, 3),) * 4,
+    strides=((1, 1, 1),) + ((1, 2, 2),) * 3,
+    configuration="2d",
+    deep_supervision=True,
+)
 # Header fields a label map may change (data type, scaling, display range).
 LABEL_FIELDS = {"datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max"}
 
 
-def model_file(path: Path, plans_dir: Path, seed: int = 0) -> Path:
+def model_file(path: Path, plans_dir: Path, seed: int = 0, config: UNetConfig = CONFIG) -> Path:
     torch.manual_seed(seed)
-    save_atomic(unet_payload(UNet(CONFIG), Plans.load(plans_dir)), path)
+    save_atomic(unet_payload(UNet(config), Plans.load(plans_dir)), path)
     return path
 
 
@@ -66,10 +78,11 @@ def test_scores_are_fold_averaged_softmax_probabilities(planned_dataset, tmp_pat
     torch.testing.assert_close(scores.sum(dim=1), torch.ones(3, 2, 32, 32))
 
 
+@pytest.mark.parametrize("config", [pytest.param(CONFIG, id="3d_fullres"), pytest.param(CONFIG_2D, id="2d")])
 @pytest.mark.parametrize("tta", [pytest.param(False, id="plain"), pytest.param(True, id="mirroring_tta")])
-def test_predict_unet_writes_label_maps_with_the_inputs_geometry(planned_dataset, tmp_path, images, tta):
+def test_predict_unet_writes_label_maps_with_the_inputs_geometry(planned_dataset, tmp_path, images, tta, config):
     _, plans_dir = planned_dataset
-    path = model_file(tmp_path / "unet.pt", plans_dir)
+    path = model_file(tmp_path / "unet.pt", plans_dir, config=config)
     written = predict_unet(path, images, tmp_path / "predictions", tta=tta)
     assert [p.name for p in written] == ["case_000.nii.gz", "case_001.nii.gz"]
     predictor = UNetPredictor.from_checkpoints([path], tta=tta)
@@ -83,6 +96,16 @@ def test_predict_unet_writes_label_maps_with_the_inputs_geometry(planned_dataset
         assert set(np.unique(labels)) <= {0, 1, 2}
         expected = predictor.predict_array(np.asarray(source.dataobj, np.float32)[None], source.affine)
         np.testing.assert_array_equal(labels, expected)
+
+
+def test_2d_model_scores_every_slice_on_its_own(planned_dataset, tmp_path):
+    _, plans_dir = planned_dataset
+    predictor = UNetPredictor.from_checkpoints([model_file(tmp_path / "unet.pt", plans_dir, config=CONFIG_2D)])
+    volume = torch.randn(1, 5, 40, 36)  # (C, T, H, W): 1-slice windows, padded and tiled in-plane
+    whole = sliding_window_scores(volume, predictor.score_function(), num_classes=3, config=predictor.window)
+    alone = sliding_window_scores(volume[:, 2:3], predictor.score_function(), num_classes=3, config=predictor.window)
+    assert whole.shape == (3, 5, 40, 36)
+    torch.testing.assert_close(whole[:, 2:3], alone)  # a slice's scores do not depend on its neighbours
 
 
 def test_predict_unet_skip_existing_leaves_predicted_cases(planned_dataset, tmp_path, images):
