@@ -10,7 +10,11 @@ cases):
   the label (the paper's "MedSAM bbox" rows; no training);
 - ``masksam_gt_prompt``: MaskSAM on LiteMedSAM in ground-truth prompt mode (boxes from the labels in training
   and prediction; the paper's "MaskSAM bbox" row);
-- ``unet``: a from-scratch U-Net (MONAI DynUNet) on the same data pipeline and budget;
+- ``unet``: a from-scratch 3-D U-Net (MONAI DynUNet, nnU-Net-style plan on the plans' 4-slice patch) on the same
+  data pipeline and budget;
+- ``unet_2d``: the same U-Net in nnU-Net's 2d configuration (what an nnU-Net user runs on ACDC): single-slice
+  224×256 patches, six stages 32-512, deep supervision, SGD lr 0.01 with Nesterov momentum 0.99, poly decay;
+  on a GPU nnU-Net's planned batch (56), on a CPU batch 2 (``UNET_2D_CPU_BATCH``);
 - the paper's ACDC numbers (Tab. 3), printed for reference, not measured here.
 
 Every step is a ``masksam`` command or library call whose command line is logged; rows already finished in
@@ -82,7 +86,15 @@ ROWS = {
     "litemedsam_gt_boxes": "LiteMedSAM zero-shot, GT box per class and slice",
     "masksam_gt_prompt": "MaskSAM, LiteMedSAM, GT-box prompt mode",
     "unet": "U-Net from scratch (MONAI DynUNet)",
+    "unet_2d": "U-Net 2D (nnU-Net 2d configuration)",
 }
+
+# Batch of the 2-D U-Net on a CPU. nnU-Net sizes its 2-D batch to fill 8 GB of GPU memory (56 slices of 224×256
+# for ACDC); on this 2-core CPU a slice costs about 2.5 s of forward and backward (5.1 s per batch-2 step), so
+# batch 56 would make 45 minutes about 19 steps (batch 12: under 100). Batch 2 is nnU-Net's own floor (its planner
+# falls to 2 when memory binds) and the batch of every other trained row; here it gives about 500 steps. On a GPU
+# the planned batch is used.
+UNET_2D_CPU_BATCH = 2
 
 
 def run(command: list[str], log: Path, commands: list[str]) -> None:
@@ -260,12 +272,21 @@ def boxes_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
     )
 
 
-def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
-    """U-Net from scratch with the same loader, augmentation and budget (masksam.baselines.unet)."""
-    from masksam.baselines import predict_unet, train_unet
+def unet_row(row: str, args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
+    """U-Net from scratch with the same loader, augmentation and budget (masksam.baselines.unet).
 
-    model_dir = args.output / "unet"
+    ``unet``: the 3-D configuration with MaskSAM's optimiser (AdamW); ``unet_2d``: nnU-Net's 2d configuration
+    with nnU-Net's optimiser (SGD, lr 0.01, Nesterov momentum 0.99) and, on a CPU, ``UNET_2D_CPU_BATCH``.
+    """
+    from masksam.baselines import predict_unet, train_unet
+    from masksam.devices import resolve_device
+
+    model_dir = args.output / row
     check_budget(model_dir, args.fold, args.minutes)
+    settings: dict = {}
+    if row == "unet_2d":
+        on_cpu = resolve_device(args.device).type == "cpu"
+        settings = {"configuration": "2d", "optimizer": "sgd", "batch_size": UNET_2D_CPU_BATCH if on_cpu else None}
     model_file = model_dir / f"fold_{args.fold}" / "checkpoint_final.pt"
     if not model_file.is_file():
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
@@ -278,19 +299,21 @@ def unet_row(args, plans_dir: Path, images: Path, labels: Path) -> RowResult:
             num_workers=args.num_workers,
             device=args.device,
             resume=resume,
+            **settings,
         )
     trained = time.monotonic()
     predictions = model_dir / "predictions"
     if missing_predictions(predictions, labels):
         predict_unet(model_file, images, predictions, tta=args.tta, device=args.device, skip_existing=True)
+    call = ", ".join([f"minutes={args.minutes:g}"] + [f"{key}={value!r}" for key, value in settings.items()])
     return score(
         predictions,
         labels,
         args.dataset,
-        "unet",
+        row,
         **training_record(model_dir, args.fold),
         predict_minutes=(time.monotonic() - trained) / 60,
-        commands=[f"masksam.baselines.unet.train_unet(minutes={args.minutes:g}) + predict_unet(tta={args.tta})"],
+        commands=[f"masksam.baselines.unet.train_unet({call}) + predict_unet(tta={args.tta})"],
     )
 
 
@@ -362,8 +385,8 @@ def main() -> None:
         print(f"== {row}: {ROWS[row]}", flush=True)
         if row == "litemedsam_gt_boxes":
             result = boxes_row(args, plans_dir, images, labels)
-        elif row == "unet":
-            result = unet_row(args, plans_dir, images, labels)
+        elif row in ("unet", "unet_2d"):
+            result = unet_row(row, args, plans_dir, images, labels)
         else:
             result = masksam_row(row, args, plans_dir, images, labels, log)
         done[row] = asdict(result) | {"eval_cases": evaluated, "budget_minutes": budget}
