@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import nn
 
 from masksam.backbones.checkpoint import load_strict, read_state_dict
@@ -21,6 +22,10 @@ from masksam.backbones.prompt_encoder import PromptEncoder
 from masksam.backbones.transformer import TwoWayTransformer
 from masksam.errors import ConfigError
 
+# Meta's SAM normalises 0-255 RGB pixels with ImageNet's statistics (segment_anything's Sam.pixel_mean/std).
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -29,8 +34,9 @@ class BackboneSpec:
     Attributes:
       encoder: "vit" (SAM's ViT) or "tiny_vit" (LiteMedSAM's TinyViT).
       native_size: input side the weights were trained at; `supported_sizes` the sides we run at.
-      input_scale, input_shift: affine that maps a z-scored grey image to the range the weights expect
-        (SAM: ImageNet-normalised pixels, about z-scores; LiteMedSAM: [0, 1] images).
+      pixel_range, pixel_mean, pixel_std: how the weights expect an image whose intensities were scaled to
+        [0, 1] (see `backbone_pixels`): SAM reads 0-255 pixels normalised by ImageNet's mean and std;
+        LiteMedSAM reads the [0, 1] image itself.
     """
 
     name: str
@@ -46,8 +52,9 @@ class BackboneSpec:
     prompt_dim: int = 256
     decoder_mlp_dim: int = 2048
     decoder_heads: int = 8
-    input_scale: float = 1.0
-    input_shift: float = 0.0
+    pixel_range: float = 255.0
+    pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
     weights_hint: str = ""
 
 
@@ -88,8 +95,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         supported_sizes=(128, 256),
         embed_dim=320,
         patch_size=4,
-        input_scale=0.25,
-        input_shift=0.5,
+        pixel_range=1.0,
+        pixel_mean=(0.0, 0.0, 0.0),
+        pixel_std=(1.0, 1.0, 1.0),
         weights_hint="lite_medsam.pth (`masksam weights lite_medsam` fetches it)",
     ),
     "tiny": BackboneSpec(
@@ -108,6 +116,24 @@ BACKBONES: dict[str, BackboneSpec] = {
         weights_hint="none: random weights, for tests",
     ),
 }
+
+
+def pixel_affine(spec: BackboneSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (3,), with encoder input = unit image × scale + shift for a [0, 1] grey image."""
+    std = torch.tensor(spec.pixel_std)
+    return spec.pixel_range / std, -torch.tensor(spec.pixel_mean) / std
+
+
+def backbone_pixels(unit_image: torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
+    """(N, 1, H, W) grey image in [0, 1] -> (N, 3, H, W) input in the range the backbone's weights expect.
+
+    LiteMedSAM: the [0, 1] image replicated to three channels. SAM ViT: ×255, then minus ImageNet's pixel mean
+    and over its std per channel, as Meta's ``Sam.preprocess`` does.
+    """
+    scale, shift = pixel_affine(spec)
+    scale = scale.to(unit_image).view(1, 3, 1, 1)
+    shift = shift.to(unit_image).view(1, 3, 1, 1)
+    return unit_image * scale + shift
 
 
 def backbone_spec(name: str) -> BackboneSpec:

@@ -111,8 +111,10 @@ def sample_patch(
         rows = foreground[foreground[:, 0] == chosen]
         centre = tuple(int(v) for v in rows[rng.integers(len(rows)), 1:])
     start = choose_patch_start(label.shape, size, rng, centre)
+    # Padding takes the case's darkest value, as the backbones saw black borders (a pad at 0, the z-scored
+    # mean, would turn into a grey band once the slice is scaled to [0, 1] for the backbone).
     return Patch(
-        image=crop_with_padding(image, start, size, 0.0).astype(np.float32, copy=False),
+        image=crop_with_padding(image, start, size, float(image.min())).astype(np.float32, copy=False),
         label=crop_with_padding(label, start, size, 0),
         start=start,
     )

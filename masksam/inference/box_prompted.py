@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from masksam.backbones.sam import SamBackbone
+from masksam.backbones.sam import SamBackbone, backbone_pixels
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,7 @@ def _to_backbone_input(backbone: SamBackbone, slices: torch.Tensor) -> tuple[tor
     resized_hw = (round(height * scale), round(width * scale))
     resized = F.interpolate(slices[:, None], size=resized_hw, mode="bilinear", align_corners=False)
     padded = F.pad(resized, (0, size - resized_hw[1], 0, size - resized_hw[0]))  # (S, 1, size, size)
-    # The spec maps z-scored grey values to the encoder's range; [0, 1] images are read as z = (x - 0.5) / 0.25.
-    spec = backbone.spec
-    encoder_input = ((padded - 0.5) / 0.25) * spec.input_scale + spec.input_shift
-    return encoder_input.expand(-1, 3, -1, -1), scale
+    return backbone_pixels(padded, backbone.spec), scale
 
 
 @torch.no_grad()

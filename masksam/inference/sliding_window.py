@@ -2,9 +2,10 @@
 
 Windows of the patch size tile the volume: along each axis they start evenly spaced, at most
 ``step · patch`` apart, the first at 0 and the last at ``size - patch`` (:func:`window_starts`). A volume
-smaller than the patch along an axis is zero-padded (centred) to the patch and the result cropped back. Every
-window's class scores are weighted by a Gaussian that is 1 at the patch centre and small but positive at its
-border (:func:`gaussian_importance_map`), so a voxel's score is the weighted mean of the windows covering it::
+smaller than the patch along an axis is padded with its darkest value (centred) to the patch and the result
+cropped back. Every window's class scores are weighted by a Gaussian that is 1 at the patch centre and small
+but positive at its border (:func:`gaussian_importance_map`), so a voxel's score is the weighted mean of the
+windows covering it::
 
     score(v) = Σ_w g(v - start_w) · s_w(v) / Σ_w g(v - start_w)
 
@@ -74,7 +75,7 @@ class ScoreSlab:
 def window_starts(size: int, patch: int, step: float) -> list[int]:
     """Start positions of the windows along one axis.
 
-    ``ceil((size - patch) / (step · patch)) + 1`` windows, evenly spaced (rounded to voxels), the first at 0 and
+    ``ceil((size - patch) / max(step · patch, 1)) + 1`` windows, evenly spaced (rounded to voxels), the first at 0 and
     the last at ``size - patch``.
 
     Args:
@@ -92,7 +93,7 @@ def window_starts(size: int, patch: int, step: float) -> list[int]:
         raise ValueError(f"axis of {size} voxels is smaller than the patch ({patch}); pad it first")
     if size == patch:
         return [0]
-    count = math.ceil((size - patch) / (step * patch)) + 1
+    count = math.ceil((size - patch) / max(step * patch, 1)) + 1  # windows start at least one voxel apart
     spacing = (size - patch) / (count - 1)
     return [int(round(spacing * index)) for index in range(count)]
 
@@ -122,7 +123,7 @@ def padding_for(shape: tuple[int, ...], patch: tuple[int, ...]) -> list[tuple[in
 
 
 def pad_volume(volume: torch.Tensor, patch: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Zero-pads a volume to at least the patch size.
+    """Pads a volume to at least the patch size with its darkest value (as training patches are padded).
 
     Args:
         volume: (C, T, H, W).
@@ -136,7 +137,7 @@ def pad_volume(volume: torch.Tensor, patch: tuple[int, int, int]) -> tuple[torch
     if not any(before or after for before, after in pads):
         return volume, crop
     flat = [amount for before_after in reversed(pads) for amount in before_after]  # F.pad: last axis first
-    return F.pad(volume, flat), crop
+    return F.pad(volume, flat, value=float(volume.min())), crop
 
 
 def gaussian_importance_map(

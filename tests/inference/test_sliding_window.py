@@ -29,6 +29,7 @@ from masksam.inference.sliding_window import (
         pytest.param(10, 4, 1.0, [0, 3, 6], id="step-1"),
         pytest.param(5, 4, 0.5, [0, 1], id="one-more-voxel"),
         pytest.param(300, 2, 0.5, list(range(299)), id="slices"),
+        pytest.param(9, 1, 0.5, list(range(9)), id="single-slice-windows-never-repeat"),
     ],
 )
 def test_window_starts(size: int, patch: int, step: float, expected: list[int]) -> None:
