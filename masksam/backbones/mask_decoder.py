@@ -102,7 +102,8 @@ class MaskDecoder(nn.Module):
           sparse_prompt_embeddings: (B, n, C).
           dense_prompt_embeddings: (B, C, h, w), or None when the caller has already added them to
             `image_embeddings` (then (B, C, h, w)).
-          extra_tokens: (B, n_extra, C) tokens appended after SAM's output tokens, or None.
+          extra_tokens: (B, n_extra, C) tokens appended after SAM's output tokens, or None. They are silent
+            (see `masksam.backbones.transformer`): SAM's masks are the same with or without them.
           layer_adapters: per-layer adapters of the two-way transformer, or None.
         """
         batch = sparse_prompt_embeddings.shape[0]
@@ -118,7 +119,11 @@ class MaskDecoder(nn.Module):
         else:
             src = image_embeddings + dense_prompt_embeddings  # (B, C, h, w); broadcasts a shared embedding
         channels, h, w = src.shape[1:]
-        hs, src = self.transformer(src, image_pe, tokens, layer_adapters)
+        silent = None
+        if n_extra:
+            silent = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
+            silent[1 + self.num_mask_tokens : 1 + self.num_mask_tokens + n_extra] = True
+        hs, src = self.transformer(src, image_pe, tokens, layer_adapters, silent)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         extra_out = hs[:, 1 + self.num_mask_tokens : 1 + self.num_mask_tokens + n_extra, :]

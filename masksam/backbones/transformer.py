@@ -2,6 +2,10 @@
 
 `TwoWayAttentionBlock.forward` takes optional `BlockAdapters`: callables applied at the four places
 where MaskSAM inserts adapters. Without them the block computes exactly SAM's function.
+
+Tokens can be *silent* (MaskSAM's classifier tokens): they attend to every token and to the image, but no
+token and no image position attends to them, so SAM's own tokens and image update are exactly what they
+would be without them.
 """
 
 from __future__ import annotations
@@ -66,10 +70,15 @@ class Attention(nn.Module):
         batch, tokens, width = x.shape
         return x.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, heads, n, d)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (B, n_q, C), k and v (B, n_k, C) -> (B, n_q, C)."""
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """q (B, n_q, C), k and v (B, n_k, C) -> (B, n_q, C).
+
+        `allowed`: (n_q or 1, n_k) bool, the keys each query may read (None: all).
+        """
         out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v)), attn_mask=allowed
         )  # (B, heads, n_q, d)
         out = out.transpose(1, 2).flatten(2)  # (B, n_q, internal)
         return self.out_proj(out)
@@ -109,15 +118,20 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
         adapters: BlockAdapters | None = None,
+        silent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries/query_pe (B, n_tokens, C), keys (B, h*w, C), key_pe (P, h*w, C) with P dividing B
-        (see `add_positions`) -> updated (queries, keys)."""
+        (see `add_positions`) -> updated (queries, keys). `silent` (n_tokens,) bool marks tokens nobody reads."""
         adapters = adapters or BlockAdapters()
+        token_reads = image_reads = None
+        if silent is not None:
+            token_reads = ~silent[None, :] | silent[:, None]  # (n_tokens, n_tokens): silent ones read everything
+            image_reads = ~silent[None, :]  # (1, n_tokens)
         if self.skip_first_layer_pe:
-            queries = _apply(adapters.after_self_attention, self.self_attn(queries, queries, queries))
+            queries = _apply(adapters.after_self_attention, self.self_attn(queries, queries, queries, token_reads))
         else:
             q = queries + query_pe
-            queries = queries + _apply(adapters.after_self_attention, self.self_attn(q, q, queries))
+            queries = queries + _apply(adapters.after_self_attention, self.self_attn(q, q, queries, token_reads))
         queries = self.norm1(queries)
 
         # The keys do not change before the image->token attention, so both attentions share keys + key_pe.
@@ -133,7 +147,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + mlp_out)
 
         q = queries + query_pe
-        keys = self.norm4(keys + _apply(adapters.after_image_to_token, self.cross_attn_image_to_token(k, q, queries)))
+        image_update = self.cross_attn_image_to_token(k, q, queries, image_reads)
+        keys = self.norm4(keys + _apply(adapters.after_image_to_token, image_update))
         return queries, keys
 
 
@@ -173,6 +188,7 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         layer_adapters: Sequence[BlockAdapters | None] | None = None,
+        silent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Arguments:
@@ -180,6 +196,7 @@ class TwoWayTransformer(nn.Module):
           image_pe: (P, C, h, w), P dividing B: item i uses image_pe[i % P] (SAM: P = 1).
           point_embedding: (B, n_tokens, C) tokens, used as their own positional encoding.
           layer_adapters: one `BlockAdapters` (or None) per layer.
+          silent: (n_tokens,) bool, tokens that read but are never read (see the module docstring), or None.
         Returns:
           processed tokens (B, n_tokens, C) and image tokens (B, h*w, C), contiguous.
         """
@@ -190,7 +207,7 @@ class TwoWayTransformer(nn.Module):
         queries = point_embedding
         adapters = list(layer_adapters) if layer_adapters is not None else [None] * self.depth
         for layer, layer_adapter in zip(self.layers, adapters, strict=True):
-            queries, keys = layer(queries, keys, point_embedding, key_pe, layer_adapter)
+            queries, keys = layer(queries, keys, point_embedding, key_pe, layer_adapter, silent)
         q, k = queries + point_embedding, add_positions(keys, key_pe)
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys
