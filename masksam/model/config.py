@@ -16,6 +16,7 @@ ImageAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up",
 TokenAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up", "depth_mlp_before_down"]
 PromptVariant = Literal["mask", "box", "mask_box", "mask_avg_box"]
 PromptMode = Literal["generated", "ground_truth"]
+QueryAssignment = Literal["matched", "class_slots"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class MaskSamConfig:
     in_channels: modalities C; num_classes: K classes including background; num_queries: N.
     include_background: background is one of the K classes with its own segment (authors' choice).
     prompt_mode: "generated" (prompt-free) or "ground_truth" (boxes from the labels; paper's "GT bbox").
+    queries: "matched" (the paper's N interchangeable queries, Hungarian matching per slice) or "class_slots"
+      (query k answers for class k, no matching; N = the number of segment classes; for datasets with at most
+      one segment per class per slice, i.e. semantic labels).
     position_adaptation: how SAM's 1024-trained position tables follow a smaller input ("crop"/"interpolate").
     train_backbone: train SAM's own weights too. MaskSAM keeps them frozen (False); True is for a backbone
       without pretrained weights (``tiny``), whose frozen random decoder cannot turn prompts into masks.
@@ -81,15 +85,35 @@ class MaskSamConfig:
     num_queries: int = 8
     include_background: bool = True
     prompt_mode: PromptMode = "generated"
+    queries: QueryAssignment = "matched"
     position_adaptation: Literal["crop", "interpolate"] = "crop"
     train_backbone: bool = False
     modality_hidden: int = 16
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     prompt_generator: PromptGeneratorConfig = field(default_factory=PromptGeneratorConfig)
 
+    def __post_init__(self) -> None:
+        if self.queries not in ("matched", "class_slots"):
+            raise ConfigError(f"queries '{self.queries}' is unknown; choose matched or class_slots")
+        if self.queries == "class_slots" and self.num_queries != self.num_segment_classes:
+            raise ConfigError(
+                f"class_slots needs one query per segment class: num_queries {self.num_queries} should be "
+                f"{self.num_segment_classes} ({self.num_classes} classes, background "
+                f"{'included' if self.include_background else 'excluded'})"
+            )
+
     @property
     def num_slices(self) -> int:
         return self.patch_size[0]
+
+    @property
+    def num_segment_classes(self) -> int:
+        """Classes that are segments (queries' targets): K, or K - 1 without background."""
+        return self.num_classes - (0 if self.include_background else 1)
+
+    def segment_class_ids(self) -> list[int]:
+        """Class id of each class slot: 0..K-1, or 1..K-1 without background."""
+        return list(range(0 if self.include_background else 1, self.num_classes))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

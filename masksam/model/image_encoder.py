@@ -58,6 +58,9 @@ class AdaptedViTEncoder(nn.Module):
             DepthPositionalEmbedding(num_slices, encoder.embed_dim) if config.encoder_depth_embedding else None
         )
         self.gradient_checkpointing = False
+        # True: the adapters sit out (they are zero-initialised, so the encoder computes SAM's features) and the
+        # whole encoder runs without autograd: a cheaper first phase of training (DESIGN §10 "cheaper steps").
+        self.adapters_paused = False
 
     @property
     def level_channels(self) -> list[int]:
@@ -93,6 +96,10 @@ class AdaptedViTEncoder(nn.Module):
         return self.adapted_block(index, block.attention_branch(tokens), tokens, block.norm2, block.mlp, grid)
 
     def forward(self, slices: torch.Tensor) -> EncoderFeatures:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.adapters_paused):
+            return self._features(slices)
+
+    def _features(self, slices: torch.Tensor) -> EncoderFeatures:
         tokens = self.encoder.embed_patches(slices)  # (G*T, h, w, E)
         if self.depth_embedding is not None:
             tokens = self.depth_embedding(tokens)

@@ -33,6 +33,9 @@ class AdaptedTinyViTEncoder(nn.Module):
             DepthPositionalEmbedding(num_slices, first_attention_dim) if config.encoder_depth_embedding else None
         )
         self.gradient_checkpointing = False
+        # True: the adapters sit out (they are zero-initialised, so the encoder computes SAM's features) and the
+        # whole encoder runs without autograd: a cheaper first phase of training (DESIGN §10 "cheaper steps").
+        self.adapters_paused = False
 
     @property
     def level_channels(self) -> list[int]:
@@ -55,6 +58,10 @@ class AdaptedTinyViTEncoder(nn.Module):
         return tokens + mlp_out
 
     def forward(self, slices: torch.Tensor) -> EncoderFeatures:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.adapters_paused):
+            return self._features(slices)
+
+    def _features(self, slices: torch.Tensor) -> EncoderFeatures:
         with torch.no_grad():
             stage0 = self.encoder.layers[0]
             stage0_map = stage0.forward_blocks(self.encoder.patch_embed(slices))  # (G*T, C0, S, S)

@@ -87,21 +87,27 @@ class AdaptedMaskDecoder(nn.Module):
             for i in range(len(self.decoder.transformer.layers))
         ]
 
+    def classifier_tokens(self, aux_class_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, T, C) auxiliary tokens of the prompt generator -> (B, N, T, C) global + auxiliary tokens."""
+        return self.global_classifier_tokens.weight[None, :, None, :] + aux_class_tokens
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
         image_pe: torch.Tensor,
         sparse_embeddings: torch.Tensor,
         dense_embeddings: torch.Tensor,
-        aux_class_tokens: torch.Tensor,
+        classifier_tokens: torch.Tensor,
         num_queries: int,
     ) -> DecodedQueries:
         """
         Arguments:
-          image_embeddings: (B*T, C, h, w) from the encoder (shared by the N queries of a slice).
+          image_embeddings: (B*T, C, h, w) from the encoder (shared by the Q queries of a slice).
           image_pe: (1, C, h, w) SAM's dense positional encoding.
-          sparse_embeddings: (B*N*T, n, C) box tokens; dense_embeddings: (B*N*T, C, h, w) mask prompts.
-          aux_class_tokens: (B*N*T, C) from the prompt generator.
+          sparse_embeddings: (B*Q*T, n, C) box tokens.
+          dense_embeddings: (B*Q*T, C, h, w) dense prompts, or (1, C, 1, 1) shared by every query.
+          classifier_tokens: (B*Q*T, C), e.g. from `classifier_tokens`.
+          num_queries: Q, decoder queries per slice.
         """
         slices, channels, h, w = image_embeddings.shape
         num_slices = self.num_slices
@@ -109,23 +115,22 @@ class AdaptedMaskDecoder(nn.Module):
         # Each query's image input (SAM adds the dense prompt to the image embedding), broadcast over the
         # queries: the image embedding is never copied per query. Image first, so the sum keeps its
         # (channels-last) memory layout and the decoder's image tokens are a free view of it.
-        src = image_embeddings.view(batch, 1, num_slices, channels, h, w) + dense_embeddings.view(
-            batch, num_queries, num_slices, channels, h, w
-        )
-        src = src.reshape(-1, channels, h, w)  # (B*N*T, C, h, w)
+        if dense_embeddings.shape[0] == 1:
+            dense = dense_embeddings.view(1, 1, 1, channels, *dense_embeddings.shape[-2:])
+        else:
+            dense = dense_embeddings.view(batch, num_queries, num_slices, channels, h, w)
+        src = image_embeddings.view(batch, 1, num_slices, channels, h, w) + dense
+        src = src.expand(batch, num_queries, num_slices, channels, h, w).reshape(-1, channels, h, w)  # (B*Q*T, C, h, w)
         # One positional encoding per slice; the decoder gives item (b, n, t) entry t (items are (B, N, T)).
         positions = image_pe.expand(num_slices, -1, -1, -1)  # (T, C, h, w)
         if self.depth_embedding is not None:
             positions = self.depth_embedding(positions, channels_last=False)
-        global_tokens = self.global_classifier_tokens.weight.view(1, num_queries, 1, channels)
-        global_tokens = global_tokens.expand(batch, num_queries, num_slices, channels).reshape(-1, channels)
-        classifier_tokens = (global_tokens + aux_class_tokens).unsqueeze(1)  # (B*N*T, 1, C)
         out = self.decoder.predict_masks(
             src,
             positions,
             sparse_embeddings,
             None,
-            extra_tokens=classifier_tokens,
+            extra_tokens=classifier_tokens.unsqueeze(1),  # (B*Q*T, 1, C)
             layer_adapters=self.layer_adapters((h, w)),
         )
         return DecodedQueries(class_logits=self.class_head(out.extra_tokens[:, 0]), mask_logits=out.masks[:, 0])

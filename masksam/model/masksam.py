@@ -26,12 +26,29 @@ from masksam.model.prompt_generator import GeneratedPrompts, PromptGenerator, ma
 
 
 @dataclass
+class DenoisingPrompts:
+    """Training-only queries prompted with noised ground truth (DN-DETR, MP-Former), D of them per patch.
+
+    boxes: (B, D, T, 4) normalised xyxy box prompts (jittered ground-truth boxes).
+    masks: (B, D, T, S, S) mask-prompt logits (noised ground-truth masks), or None.
+    slots: (D,) long, the query whose classifier tokens each denoising query borrows (class slots: the
+      slot of its class), or None: every one reads the mean of the queries' tokens.
+    """
+
+    boxes: torch.Tensor
+    masks: torch.Tensor | None = None
+    slots: torch.Tensor | None = None
+
+
+@dataclass
 class MaskSamOutput:
     """Per-slice predictions, G = B*T slices ordered (B, T):
 
     class_logits (G, N, K+1), last index "no object"; mask_logits (G, N, H, W) final masks;
     aux_mask_logits (G, N, H, W) and aux_boxes (G, N, 4) from the prompt generator (auxiliary losses);
-    prompt_boxes (G, N, 4) the boxes actually given to SAM's prompt encoder (normalised xyxy).
+    prompt_boxes (G, N, 4) the boxes actually given to SAM's prompt encoder (normalised xyxy);
+    denoising_class_logits (G, D, K+1) and denoising_mask_logits (G, D, H, W) of the denoising queries
+    (training only; None without them).
     """
 
     class_logits: torch.Tensor
@@ -39,9 +56,11 @@ class MaskSamOutput:
     aux_mask_logits: torch.Tensor
     aux_boxes: torch.Tensor
     prompt_boxes: torch.Tensor
+    denoising_class_logits: torch.Tensor | None = None
+    denoising_mask_logits: torch.Tensor | None = None
 
 
-def _per_slice(x: torch.Tensor) -> torch.Tensor:
+def per_slice(x: torch.Tensor) -> torch.Tensor:
     """(B, N, T, ...) -> (B*T, N, ...)."""
     return x.transpose(1, 2).reshape(-1, x.shape[1], *x.shape[3:])
 
@@ -57,16 +76,32 @@ def resize_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
-def _per_query(x: torch.Tensor, num_slices: int) -> torch.Tensor:
-    """(B*T, N, ...) -> (B, N, T, ...), the inverse of `_per_slice`."""
+def per_query(x: torch.Tensor, num_slices: int) -> torch.Tensor:
+    """(B*T, N, ...) -> (B, N, T, ...), the inverse of `per_slice`."""
     return x.reshape(-1, num_slices, *x.shape[1:]).transpose(1, 2)
 
 
-# SAM parts MaskSAM's forward never reads: the IoU head, and the prompt encoder's point and no-mask embeddings
+class MaskPromptGate(nn.Module):
+    """Per-channel gate, starting at 0, on the mask-prompt term of SAM's dense prompt.
+
+    MaskSAM's dense prompt is no_mask_embed + gate · mask_downscaling(mask logits): an untrained model gives the
+    decoder exactly the dense prompt of a box-only prompt (LiteMedSAM was trained with ``masks=None`` only), and
+    the mask path joins as the gate learns.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, embedded_masks: torch.Tensor) -> torch.Tensor:
+        """(Q, C, h, w) -> (Q, C, h, w) gated."""
+        return self.gate.view(1, -1, 1, 1) * embedded_masks
+
+
+# SAM parts MaskSAM's forward never reads: the IoU head, and the prompt encoder's point embeddings
 # (our prompts are boxes and masks). They stay frozen even when SAM's weights are trained.
 UNUSED_SAM_PARTS = (
     "mask_decoder.decoder.iou_prediction_head.",
-    "prompt_encoder.no_mask_embed.",
     "prompt_encoder.not_a_point_embed.",
     "prompt_encoder.point_embeddings.0.",
     "prompt_encoder.point_embeddings.1.",
@@ -85,8 +120,7 @@ class MaskSAM(nn.Module):
             in_channels=config.in_channels,
             hidden=config.modality_hidden,
             image_size=config.image_size,
-            input_scale=spec.input_scale,
-            input_shift=spec.input_shift,
+            spec=spec,
         )
         if isinstance(backbone.image_encoder, ImageEncoderViT):
             self.image_encoder: nn.Module = AdaptedViTEncoder(
@@ -109,6 +143,8 @@ class MaskSAM(nn.Module):
             config=config.prompt_generator,
         )
         self.prompt_encoder = backbone.prompt_encoder
+        uses_masks = config.prompt_generator.variant != "box"
+        self.mask_prompt_gate = MaskPromptGate(spec.prompt_dim) if uses_masks else None
         self.mask_decoder = AdaptedMaskDecoder(
             backbone.mask_decoder,
             num_queries=config.num_queries,
@@ -142,7 +178,7 @@ class MaskSAM(nn.Module):
         if self.config.prompt_mode == "ground_truth":
             if given_boxes is None:
                 raise ValueError("prompt_mode 'ground_truth' needs boxes (B*T, N, 4) from the labels")
-            return _per_query(given_boxes, self.config.num_slices)
+            return per_query(given_boxes, self.config.num_slices)
         variant = self.config.prompt_generator.variant
         if variant in ("box", "mask_box"):
             return prompts.boxes
@@ -154,47 +190,84 @@ class MaskSAM(nn.Module):
         averaged = (prompts.boxes + mask_boxes) / 2
         return torch.where(nonempty[..., None], averaged, prompts.boxes)
 
-    def forward(self, volume: torch.Tensor, boxes: torch.Tensor | None = None) -> MaskSamOutput:
+    def forward(
+        self,
+        volume: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        denoising: DenoisingPrompts | None = None,
+    ) -> MaskSamOutput:
         """
         Arguments:
           volume: (B, C, T, H, W) normalised image patch.
           boxes: (B*T, N, 4) normalised xyxy prompts, only in prompt_mode "ground_truth".
+          denoising: extra training queries prompted with noised ground truth, decoded beside the N queries.
         """
         batch, _, num_slices, height, width = volume.shape
-        num_queries = self.config.num_queries
         rgb = self.modality_adapter(volume)  # (B, 3, T, S, S)
         features = self.image_encoder(fold_depth(rgb))  # embedding (B*T, C, h, w)
         prompts = self.prompt_generator(features.embedding, features.levels, num_slices)
         prompt_boxes = self.prompt_boxes(prompts, boxes)  # (B, N, T, 4)
+        use_mask_prompt = self.config.prompt_generator.variant != "box"
+        mask_prompts = prompts.aux_mask_logits if use_mask_prompt else None  # (B, N, T, S, S)
+        tokens = self.mask_decoder.classifier_tokens(prompts.class_tokens)  # (B, N, T, C)
+        if denoising is not None:
+            prompt_boxes = torch.cat([prompt_boxes, denoising.boxes.to(prompt_boxes)], dim=1)  # (B, Q, T, 4)
+            if mask_prompts is not None:
+                noised = denoising.masks if denoising.masks is not None else torch.full_like(mask_prompts, -20.0)
+                mask_prompts = torch.cat([mask_prompts, noised.to(mask_prompts)], dim=1)  # (B, Q, T, S, S)
+            tokens = torch.cat([tokens, self.denoising_tokens(tokens, denoising)], dim=1)  # (B, Q, T, C)
+        num_decoded = prompt_boxes.shape[1]  # Q = N (+ D)
 
         image_size = self.config.image_size
-        use_mask_prompt = self.config.prompt_generator.variant != "box"
-        mask_prompts = None
-        if use_mask_prompt:
-            aux = prompts.aux_mask_logits.reshape(-1, 1, image_size, image_size)  # (B*N*T, 1, S, S)
-            mask_prompts = resize_bilinear(aux, self.prompt_encoder.mask_input_size)
-        sparse, dense = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size, masks=mask_prompts)
+        if mask_prompts is not None:
+            flat = mask_prompts.reshape(-1, 1, image_size, image_size)  # (B*Q*T, 1, S, S)
+            mask_prompts = resize_bilinear(flat, self.prompt_encoder.mask_input_size)
+        sparse, _ = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size)  # (B*Q*T, 2, C)
         decoded = self.mask_decoder(
             features.embedding,
             self.prompt_encoder.get_dense_pe(),
             sparse,
-            dense,
-            prompts.class_tokens.reshape(batch * num_queries * num_slices, -1),
-            num_queries,
+            self.dense_prompts(mask_prompts),
+            tokens.reshape(-1, tokens.shape[-1]),  # (B*Q*T, C)
+            num_decoded,
         )
-        masks = resize_bilinear(decoded.mask_logits.unsqueeze(1), (height, width))  # (B*N*T, 1, H, W)
+        masks = resize_bilinear(decoded.mask_logits.unsqueeze(1), (height, width))  # (B*Q*T, 1, H, W)
+        masks = per_slice(masks.reshape(batch, num_decoded, num_slices, height, width))  # (G, Q, H, W)
+        class_logits = per_slice(decoded.class_logits.reshape(batch, num_decoded, num_slices, -1))  # (G, Q, K+1)
         aux_masks = prompts.aux_mask_logits
         if aux_masks.shape[-2:] != (height, width):
             aux_masks = F.interpolate(
                 aux_masks, size=(num_slices, height, width), mode="trilinear", align_corners=False
             )
+        num_queries = self.config.num_queries
         return MaskSamOutput(
-            class_logits=_per_slice(decoded.class_logits.reshape(batch, num_queries, num_slices, -1)),
-            mask_logits=_per_slice(masks.reshape(batch, num_queries, num_slices, height, width)),
-            aux_mask_logits=_per_slice(aux_masks),
-            aux_boxes=_per_slice(prompts.boxes),
-            prompt_boxes=_per_slice(prompt_boxes),
+            class_logits=class_logits[:, :num_queries],
+            mask_logits=masks[:, :num_queries],
+            aux_mask_logits=per_slice(aux_masks),
+            aux_boxes=per_slice(prompts.boxes),
+            prompt_boxes=per_slice(prompt_boxes[:, :num_queries]),
+            denoising_class_logits=class_logits[:, num_queries:] if denoising is not None else None,
+            denoising_mask_logits=masks[:, num_queries:] if denoising is not None else None,
         )
+
+    def dense_prompts(self, mask_prompts: torch.Tensor | None) -> torch.Tensor:
+        """(Q, 1, 4h, 4w) mask logits or None -> (Q, C, h, w) dense prompts, or (1, C, 1, 1) without masks."""
+        no_mask = self.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1)  # (1, C, 1, 1)
+        if mask_prompts is None or self.mask_prompt_gate is None:
+            return no_mask
+        return no_mask + self.mask_prompt_gate(self.prompt_encoder.embed_masks(mask_prompts))
+
+    @staticmethod
+    def denoising_tokens(tokens: torch.Tensor, denoising: DenoisingPrompts) -> torch.Tensor:
+        """(B, N, T, C) query tokens -> (B, D, T, C) tokens of the denoising queries.
+
+        With slots, each borrows its slot's tokens (the query it trains); otherwise the mean of the N queries'
+        tokens, so its class has to come from what it segments, not from a query's identity.
+        """
+        if denoising.slots is not None:
+            return tokens[:, denoising.slots.to(tokens.device)]
+        count = denoising.boxes.shape[1]
+        return tokens.mean(dim=1, keepdim=True).expand(-1, count, -1, -1)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

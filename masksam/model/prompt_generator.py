@@ -20,6 +20,10 @@ from masksam.model.config import PromptGeneratorConfig
 from masksam.model.depth import unfold_depth
 
 
+# Share of a slice that one segment covers, for the auxiliary masks' starting logit (ACDC's classes: 1-4%).
+MASK_PRIOR = 0.02
+
+
 @dataclass
 class GeneratedPrompts:
     """aux_mask_logits (B, N, T, S, S); boxes (B, N, T, 4) normalised xyxy; class_tokens (B, N, T, D)."""
@@ -100,9 +104,30 @@ class PromptGenerator(nn.Module):
             blocks.append(conv_block(incoming, widths[step]))
         self.blocks = nn.ModuleList(blocks)
         self.mask_head = nn.Conv3d(widths[-1], num_queries, kernel_size=1)
+        # Start every pixel at the foreground prior instead of at logit 0 (RetinaNet's prior initialisation):
+        # at 0 every pixel is "half foreground", the Dice loss hardly moves, and AdamW needs thousands of steps
+        # to walk the bias down; from the prior the masks become informative within tens of steps.
+        nn.init.constant_(self.mask_head.bias, math.log(MASK_PRIOR / (1 - MASK_PRIOR)))
         pooled = sum(widths)
         self.box_head = nn.Linear(pooled, num_queries)  # per pooled 2×2 position: one coordinate per query
+        # Small image-dependent part at first, so each query starts at its own box (`box_bias`), not all at one.
+        nn.init.normal_(self.box_head.weight, std=0.01)
+        nn.init.zeros_(self.box_head.bias)
+        self.box_bias = nn.Parameter(torch.zeros(num_queries, 4))  # (N, 4) logits of (cx, cy, w, h)
+        self.set_initial_boxes(spread_boxes(num_queries))
         self.token_head = nn.Linear(pooled, num_queries * token_dim)
+
+    @torch.no_grad()
+    def set_initial_boxes(self, boxes: torch.Tensor) -> None:
+        """Starts query n's learned box at ``boxes[n]`` ((N, 4) normalised xyxy), e.g. a class's typical box."""
+        boxes = boxes.to(self.box_bias).clamp(0.0, 1.0)
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        size = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0.02)
+        # centre = sigmoid(raw) and size = 2 * min(centre, 1 - centre) * sigmoid(raw): invert both.
+        room = 2 * torch.minimum(centre, 1 - centre).clamp(min=0.02)
+        self.box_bias.copy_(
+            torch.cat([torch.logit(centre.clamp(0.01, 0.99)), torch.logit((size / room).clamp(0.01, 0.99))], 1)
+        )
 
     def forward(self, embedding: torch.Tensor, levels: list[torch.Tensor], num_slices: int) -> GeneratedPrompts:
         """embedding (B*T, C, h, w) and levels (B*T, C_l, h_l, w_l) -> prompts for B patches."""
@@ -121,18 +146,33 @@ class PromptGenerator(nn.Module):
         boxes_pooled = torch.cat([F.adaptive_avg_pool3d(s, (depth, 2, 2)) for s in stage_outputs], dim=1)
         raw = self.box_head(boxes_pooled.permute(0, 2, 3, 4, 1))  # (B, T, 2, 2, N)
         raw = raw.reshape(batch, depth, 4, self.num_queries).permute(0, 3, 1, 2)  # (B, N, T, 4)
+        raw = raw + self.box_bias[None, :, None, :]
         tokens_pooled = torch.cat([F.adaptive_avg_pool3d(s, (depth, 1, 1)) for s in stage_outputs], dim=1)
         tokens = self.token_head(tokens_pooled.flatten(2).transpose(1, 2))  # (B, T, N*D)
         tokens = tokens.reshape(batch, depth, self.num_queries, -1).transpose(1, 2)  # (B, N, T, D)
-        return GeneratedPrompts(aux_mask_logits=aux_mask_logits, boxes=ordered_box(raw), class_tokens=tokens)
+        return GeneratedPrompts(aux_mask_logits=aux_mask_logits, boxes=centred_box(raw), class_tokens=tokens)
 
 
-def ordered_box(raw: torch.Tensor) -> torch.Tensor:
-    """(..., 4) unconstrained values -> xyxy in [0, 1] with x1 <= x2 and y1 <= y2."""
-    start = torch.sigmoid(raw[..., :2])
-    extent = torch.sigmoid(raw[..., 2:])
-    end = start + (1 - start) * extent
-    return torch.cat([start[..., :1], start[..., 1:], end[..., :1], end[..., 1:]], dim=-1)
+def centred_box(raw: torch.Tensor) -> torch.Tensor:
+    """(..., 4) unconstrained (cx, cy, w, h) logits -> xyxy in [0, 1] with x1 <= x2 and y1 <= y2.
+
+    centre = sigmoid(raw[:2]); the half-size is a sigmoid share of the room to the nearer border, so a box never
+    leaves the image and no coordinate sits clamped at a border with a zero gradient.
+    """
+    centre = torch.sigmoid(raw[..., :2])
+    half = torch.minimum(centre, 1 - centre) * torch.sigmoid(raw[..., 2:])
+    return torch.cat([centre - half, centre + half], dim=-1)
+
+
+def spread_boxes(num_queries: int) -> torch.Tensor:
+    """(N, 4) xyxy boxes of side 0.4 centred on a near-square grid over the image: distinct first prompts."""
+    columns = math.ceil(math.sqrt(num_queries))
+    rows = math.ceil(num_queries / columns)
+    index = torch.arange(num_queries)
+    cx = (index % columns + 0.5) / columns
+    cy = (index // columns + 0.5) / rows
+    centre = torch.stack([cx, cy], dim=1)
+    return torch.cat([centre - 0.2, centre + 0.2], dim=1).clamp(0.0, 1.0)
 
 
 def mask_to_box(mask_logits: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

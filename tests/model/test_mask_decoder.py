@@ -41,6 +41,7 @@ def test_broadcast_inputs_equal_explicit_per_item_inputs() -> None:
             extra_tokens=classifier,
             layer_adapters=adapted.layer_adapters((h, w)),
         )
-        decoded = adapted(image, image_pe, sparse, dense, aux_tokens, queries)
+        tokens = adapted.classifier_tokens(aux_tokens.view(batch, queries, slices, channels))  # (B, N, T, C)
+        decoded = adapted(image, image_pe, sparse, dense, tokens.reshape(items, channels), queries)
     torch.testing.assert_close(decoded.mask_logits, expected.masks[:, 0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(decoded.class_logits, adapted.class_head(expected.extra_tokens[:, 0]))

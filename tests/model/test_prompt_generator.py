@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from masksam.model.config import PromptGeneratorConfig
-from masksam.model.prompt_generator import PromptGenerator, assign_levels, mask_to_box, ordered_box
+from masksam.model.prompt_generator import PromptGenerator, assign_levels, centred_box, mask_to_box
 
 
-def test_ordered_box_is_valid_for_any_input() -> None:
-    boxes = ordered_box(torch.randn(1000, 4) * 10)
+def test_centred_box_is_valid_for_any_input() -> None:
+    boxes = centred_box(torch.randn(1000, 4) * 10)
     assert (boxes >= 0).all() and (boxes <= 1).all()
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
 
