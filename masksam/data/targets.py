@@ -59,6 +59,44 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes * rows.any(dim=-1, keepdim=True)  # zero for empty masks
 
 
+def build_class_slot_targets(
+    labels: torch.Tensor, *, num_classes: int, include_background: bool = True
+) -> SliceTargets:
+    """Per-slice targets with one slot per class: slot k holds class k (k + 1 without background).
+
+    A class absent from a slice leaves its slot empty (``valid`` False, "no object", zero mask and box), so
+    slot k always answers for the same class: the layout of class-slot queries and of denoising queries.
+
+    Args:
+        labels: (B, T, H, W) integer label patch with values in 0..K-1.
+        num_classes: K, classes including background; also the "no object" class index.
+        include_background: Background (class 0) has a slot.
+
+    Returns:
+        The targets of the B*T slices, K (or K - 1) slots each.
+
+    Raises:
+        ValueError: A label is outside 0..K-1.
+    """
+    b, t, h, w = labels.shape
+    flat = _checked_slices(labels, num_classes)  # (S, H, W)
+    first = 0 if include_background else 1
+    class_ids = torch.arange(first, num_classes, device=labels.device)  # (slots,)
+    masks = flat[:, None] == class_ids[None, :, None, None]  # (S, slots, H, W)
+    valid = masks.flatten(2).any(dim=-1)  # (S, slots)
+    ids = torch.where(valid, class_ids, torch.full_like(class_ids, num_classes))  # (S, slots)
+    return SliceTargets(class_ids=ids, masks=masks, boxes=masks_to_boxes(masks), valid=valid)
+
+
+def _checked_slices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, T, H, W) labels -> (B*T, H, W) long, checked to lie in 0..K-1."""
+    b, t, h, w = labels.shape
+    flat = labels.reshape(b * t, h, w).long()  # (S, H, W), S = B*T slices
+    if flat.numel() and (flat.min() < 0 or flat.max() >= num_classes):
+        raise ValueError(f"label values must lie in 0..{num_classes - 1}, got {flat.min()}..{flat.max()}")
+    return flat
+
+
 def build_targets(
     labels: torch.Tensor, *, num_classes: int, num_queries: int, include_background: bool = True
 ) -> SliceTargets:
@@ -80,9 +118,7 @@ def build_targets(
         ValueError: A slice has more segments than N, or a label is outside 0..K-1.
     """
     b, t, h, w = labels.shape
-    flat = labels.reshape(b * t, h, w).long()  # (S, H, W), S = B*T slices
-    if flat.numel() and (flat.min() < 0 or flat.max() >= num_classes):
-        raise ValueError(f"label values must lie in 0..{num_classes - 1}, got {flat.min()}..{flat.max()}")
+    flat = _checked_slices(labels, num_classes)  # (S, H, W)
     one_hot = F.one_hot(flat, num_classes).permute(0, 3, 1, 2).bool()  # (S, K, H, W)
     present = one_hot.flatten(2).any(dim=-1)  # (S, K)
     if not include_background:

@@ -7,7 +7,10 @@ matching cost, see `LossWeights`):
   whose class weight is 0.1; averaged with those class weights (PyTorch's weighted mean, as DETR/Mask2Former);
 - final masks: 1.5 · BCE + 1.5 · Dice of the matched masks;
 - auxiliary masks: 0.5 · BCE + 0.5 · Dice of the prompt generator's matched masks (same σ);
-- boxes: 0.5 · L1 (summed over the 4 coordinates) + 0.2 · (1 − GIoU) of the matched learned boxes.
+- boxes: 0.5 · L1 (summed over the 4 coordinates) + 0.2 · (1 − GIoU) of the matched learned boxes;
+- denoising queries (training only, when the model decoded them): their class and final-mask terms with the
+  classification and final-mask weights, each query paired with the segment whose noised box prompted it
+  (no matching), normalised by the number of those segments.
 
 Mask terms are read at uncertainty-sampled points (oversample 2, importance 0.75; every pixel when the
 points would be as many as the pixels). Mask and box terms are summed over matched pairs and divided by the
@@ -25,7 +28,13 @@ import torch.nn.functional as F
 
 from masksam.data.targets import SliceTargets
 from masksam.model.masksam import MaskSamOutput
-from masksam.training.matcher import HungarianMatcher, MatchCosts, MatchIndices, generalized_box_iou
+from masksam.training.matcher import (
+    HungarianMatcher,
+    MatchCosts,
+    MatchIndices,
+    generalized_box_iou,
+    prompt_matching,
+)
 from masksam.training.point_sampling import PointSamplingConfig, read_points, uncertain_points
 
 __all__ = [
@@ -72,6 +81,9 @@ class LossTerms:
     aux_mask_dice: torch.Tensor
     box_l1: torch.Tensor
     box_giou: torch.Tensor
+    denoising_classification: torch.Tensor
+    denoising_mask_bce: torch.Tensor
+    denoising_mask_dice: torch.Tensor
     total: torch.Tensor
 
     def as_dict(self) -> dict[str, torch.Tensor]:
@@ -135,6 +147,7 @@ class SetCriterion:
         targets: SliceTargets,
         *,
         indices: MatchIndices | None = None,
+        denoising_targets: SliceTargets | None = None,
         generator: torch.Generator | None = None,
         synchronise: bool = True,
     ) -> LossTerms:
@@ -142,9 +155,11 @@ class SetCriterion:
 
         Args:
             outputs: class_logits (G, N, K+1), mask_logits and aux_mask_logits (G, N, H, W), aux_boxes (G, N, 4),
-                in any float dtype.
+                in any float dtype; denoising_class_logits/denoising_mask_logits (G, D, ...) if decoded.
             targets: Padded per-slice targets (G, N, ...) on the outputs' device.
             indices: A matching computed beforehand; matched here if None.
+            denoising_targets: (G, D, ...) the segment of each denoising query (``valid`` False: its box was a
+                decoy, its target "no object"); needed when the outputs hold denoising queries.
             generator: Random source of the matching and loss points (on the outputs' device).
             synchronise: All-reduce the segment count over ranks under DDP (a collective: pass False where
                 ranks may call the criterion different numbers of times, e.g. on uneven validation shards).
@@ -173,6 +188,9 @@ class SetCriterion:
                 outputs.aux_mask_logits, targets.masks, indices, num_segments, generator=generator
             )
             box_l1, box_giou = self.box_losses(outputs.aux_boxes, targets.boxes, indices, num_segments)
+            dn_classification, dn_mask_bce, dn_mask_dice = self.denoising_losses(
+                outputs, denoising_targets, generator=generator, synchronise=synchronise
+            )
             terms = {
                 "classification": weights.classification * classification,
                 "mask_bce": weights.mask_bce * mask_bce,
@@ -181,8 +199,37 @@ class SetCriterion:
                 "aux_mask_dice": weights.aux_mask_dice * aux_mask_dice,
                 "box_l1": weights.box_l1 * box_l1,
                 "box_giou": weights.box_giou * box_giou,
+                "denoising_classification": weights.classification * dn_classification,
+                "denoising_mask_bce": weights.mask_bce * dn_mask_bce,
+                "denoising_mask_dice": weights.mask_dice * dn_mask_dice,
             }
             return LossTerms(**terms, total=torch.stack(list(terms.values())).sum())
+
+    def denoising_losses(
+        self,
+        outputs: MaskSamOutput,
+        targets: SliceTargets | None,
+        *,
+        generator: torch.Generator | None = None,
+        synchronise: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unweighted (classification, mask BCE, mask Dice) of the denoising queries; zeros without them.
+
+        Query j of a slice is paired with segment j of ``targets`` (it was prompted with that segment's noised
+        box); decoy queries (invalid segments) only learn "no object".
+        """
+        zero = outputs.mask_logits.new_zeros((), dtype=torch.float32)
+        if outputs.denoising_mask_logits is None:
+            return zero, zero, zero
+        if targets is None:
+            raise ValueError("the outputs hold denoising queries but no denoising targets were given")
+        pairs = prompt_matching(targets.valid)
+        num_segments = number_of_segments(targets.valid, synchronise=synchronise)
+        classification = self.classification_loss(outputs.denoising_class_logits, targets.class_ids, pairs)
+        bce, dice = self.mask_losses(
+            outputs.denoising_mask_logits, targets.masks, pairs, num_segments, generator=generator
+        )
+        return classification, bce, dice
 
     def classification_loss(
         self, class_logits: torch.Tensor, class_ids: torch.Tensor, indices: MatchIndices

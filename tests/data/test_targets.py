@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masksam.data.targets import build_targets, masks_to_boxes
+from masksam.data.targets import build_class_slot_targets, build_targets, masks_to_boxes
 
 
 def _known_patch() -> torch.Tensor:
@@ -88,3 +88,29 @@ def test_masks_to_boxes_convention(pixels, box):
     for r, c in pixels:
         mask[r, c] = True
     torch.testing.assert_close(masks_to_boxes(mask), torch.tensor(box, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("include_background", [True, False], ids=["with-background", "foreground-only"])
+def test_class_slot_targets_keep_each_class_in_its_slot(include_background: bool):
+    labels = torch.zeros(1, 2, 6, 6, dtype=torch.long)
+    labels[0, 0, 1:3, 1:4] = 2  # slice 0: class 2 only
+    labels[0, 1, 0:2, 0:2] = 1  # slice 1: classes 1 and 2
+    labels[0, 1, 4:6, 3:6] = 2
+    targets = build_class_slot_targets(labels, num_classes=3, include_background=include_background)
+    first = 0 if include_background else 1
+    slots = 3 - first
+    assert targets.class_ids.shape == targets.valid.shape == (2, slots)
+    no_object = 3
+    expected_ids = [[0, no_object, 2], [0, 1, 2]] if include_background else [[no_object, 2], [1, 2]]
+    assert targets.class_ids.tolist() == expected_ids
+    assert targets.valid.tolist() == [[i != no_object for i in row] for row in expected_ids]
+    slot_of_two = 2 - first
+    assert torch.equal(targets.masks[0, slot_of_two], labels[0, 0] == 2)
+    torch.testing.assert_close(targets.boxes[0, slot_of_two], torch.tensor([1 / 6, 1 / 6, 4 / 6, 3 / 6]))
+    absent = 1 - first  # class 1 in slice 0
+    assert not targets.masks[0, absent].any() and not targets.boxes[0, absent].any()
+
+
+def test_class_slot_targets_refuse_unknown_labels():
+    with pytest.raises(ValueError, match="0..2"):
+        build_class_slot_targets(torch.full((1, 1, 2, 2), 3), num_classes=3)

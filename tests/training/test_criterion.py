@@ -16,13 +16,24 @@ import torch.nn.functional as F
 
 from masksam.data.targets import SliceTargets, build_targets
 from masksam.model.masksam import MaskSamOutput
-from masksam.model.prompt_generator import ordered_box
+from masksam.model.prompt_generator import centred_box
 from masksam.training.criterion import LossTerms, LossWeights, SetCriterion, number_of_segments
 from masksam.training.matcher import MatchCosts, MatchIndices
 from masksam.training.point_sampling import PointSamplingConfig, uncertain_points
 
 EVERY_PIXEL = PointSamplingConfig(num_points=10_000)  # more points than pixels: exact losses
-TERMS = ["classification", "mask_bce", "mask_dice", "aux_mask_bce", "aux_mask_dice", "box_l1", "box_giou"]
+TERMS = [
+    "classification",
+    "mask_bce",
+    "mask_dice",
+    "aux_mask_bce",
+    "aux_mask_dice",
+    "box_l1",
+    "box_giou",
+    "denoising_classification",
+    "denoising_mask_bce",
+    "denoising_mask_dice",
+]
 
 
 def _bce(logit: float, target: float) -> float:
@@ -81,7 +92,8 @@ def _tiny_batch_expected(weights: LossWeights) -> dict[str, float]:
         "box_l1": (0 + 0.5 + 1.0) / 3,
         "box_giou": ((1 - 1) + (1 - 0.5) + (1 - 0.25)) / 3,
     }
-    return {name: getattr(weights, name) * value for name, value in unweighted.items()}
+    expected = {name: getattr(weights, name) * value for name, value in unweighted.items()}
+    return {**expected, "denoising_classification": 0.0, "denoising_mask_bce": 0.0, "denoising_mask_dice": 0.0}
 
 
 def _perfect_batch(seed: int = 0) -> tuple[MaskSamOutput, SliceTargets]:
@@ -109,7 +121,7 @@ def _random_outputs(
         torch.randn(num_slices, num_queries, num_classes + 1, generator=generator),
         torch.randn(num_slices, num_queries, *size, generator=generator) * 2,
         torch.randn(num_slices, num_queries, *size, generator=generator) * 2,
-        ordered_box(torch.randn(num_slices, num_queries, 4, generator=generator)),
+        centred_box(torch.randn(num_slices, num_queries, 4, generator=generator)),
         torch.zeros(num_slices, num_queries, 4),
     ]
     return MaskSamOutput(*(t.requires_grad_(requires_grad) for t in tensors))
@@ -147,7 +159,7 @@ def test_slices_without_segments_do_not_change_the_normaliser() -> None:
     criterion = SetCriterion(num_classes=2, sampling=EVERY_PIXEL)
     reference = criterion(outputs, targets, indices=indices)
     # Append a third slice without segments: mask and box terms keep their value (3 segments in both).
-    widened_outputs = MaskSamOutput(*(torch.cat([t, t[:1]]) for t in vars(outputs).values()))
+    widened_outputs = MaskSamOutput(*(None if t is None else torch.cat([t, t[:1]]) for t in vars(outputs).values()))
     empty = SliceTargets(
         class_ids=torch.cat([targets.class_ids, torch.full((1, 2), 2)]),
         masks=torch.cat([targets.masks, torch.zeros(1, 2, 1, 2, dtype=torch.bool)]),
@@ -191,7 +203,7 @@ def test_loss_decreases_with_gradient_steps_on_sampled_points() -> None:
     criterion = SetCriterion(num_classes=3, sampling=PointSamplingConfig(num_points=64))  # 64 of 256 pixels
     history = []
     for _ in range(40):
-        outputs = MaskSamOutput(free.class_logits, free.mask_logits, free.aux_mask_logits, ordered_box(raw_boxes), None)
+        outputs = MaskSamOutput(free.class_logits, free.mask_logits, free.aux_mask_logits, centred_box(raw_boxes), None)
         losses = criterion(outputs, targets)
         optimizer.zero_grad()
         losses.total.backward()
@@ -200,7 +212,10 @@ def test_loss_decreases_with_gradient_steps_on_sampled_points() -> None:
         history.append(losses.as_floats())
     assert history[-1]["total"] < 0.3 * history[0]["total"]
     for name in TERMS:
-        assert history[-1][name] < history[0][name], name
+        if name.startswith("denoising"):
+            assert history[-1][name] == history[0][name] == 0.0, name  # no denoising queries decoded
+        else:
+            assert history[-1][name] < history[0][name], name
 
 
 def _edge_case(case: str) -> tuple[MaskSamOutput, SliceTargets]:
@@ -236,7 +251,8 @@ def _edge_case(case: str) -> tuple[MaskSamOutput, SliceTargets]:
 def test_loss_and_gradients_are_finite(case: str, sampling: PointSamplingConfig) -> None:
     outputs, targets = _edge_case(case)
     for tensor in vars(outputs).values():
-        tensor.requires_grad_(True)
+        if tensor is not None:
+            tensor.requires_grad_(True)
     losses = SetCriterion(num_classes=3, sampling=sampling)(outputs, targets)
     assert all(math.isfinite(value) for value in losses.as_floats().values())
     losses.total.backward()
@@ -252,8 +268,10 @@ def test_loss_and_gradients_are_finite(case: str, sampling: PointSamplingConfig)
 def test_bfloat16_outputs_are_computed_in_float32() -> None:
     labels = torch.randint(0, 3, (1, 3, 8, 8), generator=torch.Generator().manual_seed(1))
     targets = build_targets(labels, num_classes=3, num_queries=4)
-    halves = MaskSamOutput(*(t.bfloat16() for t in vars(_random_outputs(3, 4, 3, (8, 8), seed=3)).values()))
-    widened = MaskSamOutput(*(t.float() for t in vars(halves).values()))
+    halves = MaskSamOutput(
+        *(None if t is None else t.bfloat16() for t in vars(_random_outputs(3, 4, 3, (8, 8), seed=3)).values())
+    )
+    widened = MaskSamOutput(*(None if t is None else t.float() for t in vars(halves).values()))
     criterion = SetCriterion(num_classes=3, sampling=EVERY_PIXEL)
     reference = criterion(widened, targets).as_dict()
     with torch.autocast("cpu", dtype=torch.bfloat16):

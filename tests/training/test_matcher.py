@@ -152,8 +152,8 @@ def test_shuffled_perfect_predictions_are_recovered() -> None:
 
 def test_bfloat16_outputs_match_in_float32() -> None:
     outputs, targets = _random_case([3, 2, 1], num_queries=4)
-    halves = MaskSamOutput(*(t.bfloat16() for t in vars(outputs).values()))
-    widened = MaskSamOutput(*(t.float() for t in vars(halves).values()))
+    halves = MaskSamOutput(*(None if t is None else t.bfloat16() for t in vars(outputs).values()))
+    widened = MaskSamOutput(*(None if t is None else t.float() for t in vars(halves).values()))
     matcher = HungarianMatcher(num_points=EVERY_PIXEL)
     cost = matcher.cost_matrix(halves, targets)
     assert cost.dtype == torch.float32
@@ -170,7 +170,9 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="not finite"):
         HungarianMatcher(num_points=EVERY_PIXEL)(outputs, targets)
     outputs, targets = _random_case([3], num_queries=3)
-    crowded = MaskSamOutput(*(t[:, :2] for t in vars(outputs).values()))  # 2 queries for 3 segments
+    crowded = MaskSamOutput(
+        *(None if t is None else t[:, :2] for t in vars(outputs).values())
+    )  # 2 queries for 3 segments
     with pytest.raises(ValueError, match="only 2 queries"):
         HungarianMatcher(num_points=EVERY_PIXEL)(crowded, targets)
 
