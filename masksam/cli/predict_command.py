@@ -88,6 +88,9 @@ def predict(
         None, "--backbone-checkpoint", help="Official SAM weights, if the recorded file is not on this machine."
     ),
     windows_per_batch: int = typer.Option(4, "--windows-per-batch", min=1, help="Windows per forward pass."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads (default: 1 or every core, whichever a quick probe finds faster)."
+    ),
     prompt_labels_dir: Path = typer.Option(
         None,
         "--prompt-labels",
@@ -101,10 +104,13 @@ def predict(
     ),
 ) -> None:
     """Segment every case of a folder and write CASE.nii.gz with the input's affine and header."""
+    import torch
     from tqdm import tqdm
 
+    from masksam.devices import resolve_device
     from masksam.inference.cases import find_prediction_cases
     from masksam.inference.predictor import Predictor, select_checkpoints
+    from masksam.threads import choose_threads
 
     if not input_dir.is_dir():
         raise DatasetError(f"{input_dir}: input folder not found; pass a folder of CASE_0000.nii.gz files with -i")
@@ -117,6 +123,10 @@ def predict(
     paths, warnings = select_checkpoints(model_dir, folds=parse_folds(folds), checkpoint=checkpoint)
     for warning in warnings:
         print(f"masksam: warning: {warning}", file=sys.stderr)
+    if resolve_device(device).type == "cpu":
+        choice = choose_threads(threads)
+        torch.set_num_threads(choice.threads)
+        print(f"CPU threads: {choice.describe()}", file=sys.stderr)
     predictor = Predictor.from_checkpoints(
         paths,
         device=device,

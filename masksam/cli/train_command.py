@@ -36,8 +36,13 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of data order, sampling and initialisation."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Global batch (default: the plans')."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd."),
-    learning_rate: float = typer.Option(1e-3, "--lr", help="Initial learning rate (poly decay)."),
+    learning_rate: float = typer.Option(
+        2e-3, "--lr", help="Initial learning rate of the prompting parts (adapters: half of it); poly decay."
+    ),
     num_workers: int = typer.Option(2, "--num-workers", "-j", min=0, help="Data-loading processes per GPU/process."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads (default: 1 or every core, whichever a quick probe finds faster)."
+    ),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Recompute encoder blocks in backward (saves GPU memory)."
@@ -47,6 +52,14 @@ def train(
         True, "--final-validation/--no-final-validation", help="Predict the validation cases after training."
     ),
     prompt_mode: str = typer.Option("generated", "--prompt-mode", help="generated (prompt-free) or ground_truth."),
+    queries: str = typer.Option(
+        "class_slots",
+        "--queries",
+        help="class_slots (one query per foreground class, no matching) or matched (the paper's N queries).",
+    ),
+    image_size: int = typer.Option(
+        None, "--image-size", help="Backbone input side (default: 128 for lite_medsam, else nearest the patch)."
+    ),
     train_backbone: bool = typer.Option(
         None,
         "--train-backbone/--freeze-backbone",
@@ -100,6 +113,7 @@ def train(
                 TrainingConfig.from_dict(payload["training_config"]),
                 time_budget_minutes=time_budget,
                 num_workers=num_workers,
+                threads=threads,
                 final_validation=final_validation,
             )
             weights = ckpt.resolve_backbone_weights(payload["backbone_source"], checkpoint, latest)
@@ -198,6 +212,7 @@ _TRAINING_OPTIONS = {
     "validation_patches": "validation_patches",
     "final_validation": "final_validation",
     "num_workers": "num_workers",
+    "threads": "threads",
     "seed": "seed",
     "tensorboard": "tensorboard",
 }
@@ -214,7 +229,13 @@ def _settings_of_new_run(plans, run_file: dict, where: str, options: dict, given
     from masksam.training.setup import model_config_for
 
     backbone = options["backbone"] if given("backbone") else run_file["model"].get("backbone", options["backbone"])
-    model_config = model_config_for(plans, backbone=backbone, preset=options["preset"])
+    model_config = model_config_for(
+        plans,
+        backbone=backbone,
+        preset=options["preset"],
+        queries=options["queries"] if given("queries") else run_file["model"].get("queries", options["queries"]),
+        image_size=options["image_size"],
+    )
     model_config = override_model(model_config, run_file["model"], where)
     cli_model = {name: options[name] for name in ("prompt_mode", "train_backbone") if given(name)}
     model_config = override_model(model_config, cli_model, "command line")

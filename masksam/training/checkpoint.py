@@ -27,7 +27,9 @@ from masksam.model.config import MaskSamConfig
 from masksam.model.masksam import MaskSAM, build_masksam
 
 CHECKPOINT_FORMAT = "masksam-training-checkpoint"
-CHECKPOINT_VERSION = 1
+# 2: the backbone's own intensity mapping, the gated mask prompt and silent classifier tokens (a version-1 model
+# computes something else with the same weights, so it is refused rather than silently misread).
+CHECKPOINT_VERSION = 2
 UNET_FORMAT = "masksam-unet-baseline"  # written by masksam.baselines; named here so each reader knows the other
 
 # Our torch.save formats: what each file is, and what to do with it when it is given where another is expected.
@@ -131,6 +133,15 @@ def model_payload(model: MaskSAM, plans: Plans, source: BackboneSource) -> dict[
     }
 
 
+# Why an older format is refused, and what to do.
+OLD_VERSIONS = {
+    (CHECKPOINT_FORMAT, 1): (
+        "it was trained before masksam fed the backbone its own intensity scale and gated the mask prompt, so its "
+        "weights do not fit today's model; train it again"
+    ),
+}
+
+
 def read_tagged_file(
     path: str | Path, *, expected_format: str, version: int, weights_only: bool, not_found: str, foreign: str
 ) -> dict[str, Any]:
@@ -164,9 +175,9 @@ def read_tagged_file(
             raise CheckpointError(f"{path}: is {kind}, not {what}; {use}")
         raise CheckpointError(f"{path}: not {what} (no '{expected_format}' tag); {foreign}")
     if payload.get("version") != version:
+        why = OLD_VERSIONS.get((expected_format, payload.get("version")), "use the masksam version that wrote it")
         raise CheckpointError(
-            f"{path}: {what.removeprefix('a ')} format version {payload.get('version')} is not {version}; "
-            "use the masksam version that wrote it"
+            f"{path}: {what.removeprefix('a ')} format version {payload.get('version')} is not {version}; {why}"
         )
     return payload
 

@@ -94,11 +94,7 @@ def override_training(config: TrainingConfig, overrides: dict[str, Any], where: 
 
 def check_fits_plans(config: MaskSamConfig, plans: Plans, where: str) -> None:
     """Raises a one-line ConfigError when the model's classes or channels differ from what the data was planned for."""
-    planned = {
-        "num_classes": plans.num_classes,
-        "in_channels": plans.num_channels,
-        "include_background": plans.include_background,
-    }
+    planned = {"num_classes": plans.num_classes, "in_channels": plans.num_channels}
     for name, value in planned.items():
         if getattr(config, name) != value:
             raise ConfigError(

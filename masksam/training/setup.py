@@ -10,6 +10,9 @@ from masksam.data.plans import Plans
 from masksam.errors import ConfigError
 from masksam.model.config import PRESETS, MaskSamConfig, preset_config
 
+# LiteMedSAM's input side by default: 128 costs a quarter of 256 per slice (DESIGN §10 "cheaper steps").
+CPU_LITE_MEDSAM_SIZE = 128
+
 
 def model_config_for(
     plans: Plans,
@@ -18,6 +21,8 @@ def model_config_for(
     preset: str | None = None,
     prompt_mode: str = "generated",
     train_backbone: bool | None = None,
+    queries: str = "class_slots",
+    image_size: int | None = None,
 ) -> MaskSamConfig:
     """The model for a planned dataset: adapter/prompt-generator settings from a preset, geometry from the plans.
 
@@ -26,22 +31,34 @@ def model_config_for(
     plans, because the data was prepared for them; the backbone input side is the supported size nearest the
     patch's in-plane size. SAM's own weights are trained only when ``train_backbone`` says so; by default
     (None) only for ``tiny``, whose random weights a frozen model could not use.
+
+    ``queries``: ``class_slots`` (default; one query per foreground class, background = what no class claims)
+    or ``matched`` (the paper's N queries from the plans, background a segment as the plans say, Hungarian
+    matching). ``image_size``: the backbone input side (default: LiteMedSAM at 128, the cheaper of its sizes
+    on a CPU; the others at the supported size nearest the patch).
     """
     backbone_spec(backbone)  # unknown names fail here with the list of backbones
     name = preset or ("tiny" if backbone == "tiny" else (plans.preset or "acdc"))
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return preset_config(
-        name,
-        backbone=backbone,
-        patch_size=tuple(plans.patch_size),
-        num_queries=plans.num_queries,
-        num_classes=plans.num_classes,
-        in_channels=plans.num_channels,
-        include_background=plans.include_background,
-        prompt_mode=prompt_mode,
-        train_backbone=backbone == "tiny" if train_backbone is None else train_backbone,
-    )
+    slots = queries == "class_slots"
+    include_background = False if slots else plans.include_background
+    overrides = {
+        "backbone": backbone,
+        "patch_size": tuple(plans.patch_size),
+        "num_queries": plans.num_classes - 1 if slots else plans.num_queries,
+        "num_classes": plans.num_classes,
+        "in_channels": plans.num_channels,
+        "include_background": include_background,
+        "prompt_mode": prompt_mode,
+        "queries": queries,
+        "train_backbone": backbone == "tiny" if train_backbone is None else train_backbone,
+    }
+    if image_size is None and backbone == "lite_medsam":
+        image_size = CPU_LITE_MEDSAM_SIZE
+    if image_size is not None:
+        overrides["image_size"] = image_size
+    return preset_config(name, **overrides)
 
 
 def backbone_weights_for(backbone: str, checkpoint: Path | None) -> Path | None:

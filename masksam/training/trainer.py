@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import random
 import sys
 import time
@@ -29,19 +28,22 @@ from tqdm import tqdm
 from masksam.data.augmentation import AugmentationConfig
 from masksam.data.loader import make_train_loader, read_split
 from masksam.data.plans import Plans
-from masksam.data.targets import build_targets
+from masksam.data.targets import SliceTargets, build_class_slot_targets, build_targets
 from masksam.errors import CheckpointError
 from masksam.memory import FreedMemoryGuard, release_free_memory
 from masksam.model.config import MaskSamConfig
-from masksam.model.masksam import MaskSAM, build_masksam
+from masksam.model.masksam import DenoisingPrompts, MaskSAM, build_masksam
+from masksam.threads import choose_threads
 from masksam.training import checkpoint as ckpt
 from masksam.training.amp import resolve_precision
+from masksam.training.box_init import typical_class_boxes
 from masksam.training.budget import Schedule, fit_to_budget
 from masksam.training.config import TrainingConfig
-from masksam.training.criterion import SetCriterion
+from masksam.training.criterion import LossWeights, SetCriterion
+from masksam.training.denoising import DenoisingSettings, denoising_queries
 from masksam.training.distributed import DistributedContext, average_over_ranks, broadcast_object, sum_over_ranks
-from masksam.training.matcher import prompt_matching
-from masksam.training.optim import PolyLR, build_optimizer
+from masksam.training.matcher import MatchIndices, prompt_matching
+from masksam.training.optim import PolyLR, build_optimizer, parameter_groups
 from masksam.training.progress import TextLog, draw_progress, write_metrics_csv
 from masksam.training.tensorboard_log import TensorBoardLog
 from masksam.training.validation import ValidationPatches, confusion_counts, dice_from_counts, draw_validation_patches
@@ -66,16 +68,6 @@ class TrainerState:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of one rank's data stream and generators in one epoch."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
-
-
-def cpu_threads_beside_workers(num_workers: int) -> int:
-    """Intra-op threads for CPU training: the cores left beside the data workers (at least one).
-
-    OpenMP threads that share a core with a busy process spin and wait on each other; measured here, a
-    2-core machine with one worker ran a step 40× slower with 2 threads than with 1.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - num_workers)
 
 
 def seed_everything(seed: int) -> None:
@@ -134,8 +126,10 @@ class Trainer:
         # Class id == label value (nnU-Net labels are consecutive); names in value order.
         self.class_names = [name for name, _ in sorted(plans.labels.items(), key=lambda item: item[1])]
 
+        self.threads = None
         if context.device.type == "cpu":
-            torch.set_num_threads(cpu_threads_beside_workers(training_config.num_workers))
+            self.threads = choose_threads(training_config.threads)
+            torch.set_num_threads(self.threads.threads)
         seed_everything(training_config.seed)
         self.model = self.build_model(backbone_checkpoint)
         self.network = self.wrap_model(self.model)
@@ -143,7 +137,10 @@ class Trainer:
         self.optimizer = self.build_optimizer()
         schedule = Schedule(training_config.epochs, training_config.iterations_per_epoch)
         self.scheduler = PolyLR(
-            self.optimizer, total_steps=schedule.total_steps, exponent=training_config.poly_exponent
+            self.optimizer,
+            total_steps=schedule.total_steps,
+            exponent=training_config.poly_exponent,
+            warmup_steps=training_config.warmup_steps,
         )
         self.scaler = self.precision.scaler()
         self.state = TrainerState(schedule=schedule)
@@ -164,7 +161,9 @@ class Trainer:
             network = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=device_ids,
-                find_unused_parameters=self.model_config.prompt_mode == "ground_truth",
+                # Ground-truth prompts leave the box head unused; a pause phase, the encoder's adapters.
+                find_unused_parameters=self.model_config.prompt_mode == "ground_truth"
+                or self.config.encoder_adapters_from > 0,
                 broadcast_buffers=False,  # the only buffers are frozen SAM statistics, equal on every rank
             )
         if self.config.compile:
@@ -172,10 +171,12 @@ class Trainer:
         return network
 
     def build_criterion(self) -> SetCriterion:
-        return SetCriterion(num_classes=self.model_config.num_classes)
+        weight = self.config.aux_mask_weight
+        weights = LossWeights(aux_mask_bce=weight, aux_mask_dice=weight)
+        return SetCriterion(num_classes=self.model_config.num_classes, weights=weights)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.model.trainable_parameters(), self.config)
+        return build_optimizer(parameter_groups(self.model, self.config), self.config)
 
     def build_loader(self, epoch: int):
         augmentation = AugmentationConfig() if self.config.augment else None
@@ -194,11 +195,13 @@ class Trainer:
         """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms."""
         device = self.context.device
         image = image.to(device, non_blocking=True)
-        targets = self.targets(label.to(device, non_blocking=True))
+        label = label.to(device, non_blocking=True)
+        targets = self.targets(label)
         prompted = self.model_config.prompt_mode == "ground_truth"
+        denoising, denoising_targets = self.denoising(label)
         with self.precision.autocast():
-            output = self.network(image, targets.boxes if prompted else None)
-        losses = self.criterion(output, targets, indices=prompt_matching(targets.valid) if prompted else None)
+            output = self.network(image, targets.boxes if prompted else None, denoising)
+        losses = self.criterion(output, targets, indices=self.fixed_pairs(targets), denoising_targets=denoising_targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -242,8 +245,7 @@ class Trainer:
         prompted = self.model_config.prompt_mode == "ground_truth"
         with self.precision.autocast():
             output = self.model(image, targets.boxes if prompted else None)
-        matching = prompt_matching(targets.valid) if prompted else None
-        losses = self.criterion(output, targets, indices=matching, synchronise=False)  # ranks: unequal shares
+        losses = self.criterion(output, targets, indices=self.fixed_pairs(targets), synchronise=False)  # unequal shares
         scores = query_scores(
             output,
             targets if prompted else None,  # ground-truth prompts: each query has its prompt's class, as predict
@@ -254,13 +256,46 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------------
 
-    def targets(self, label: torch.Tensor):
+    def targets(self, label: torch.Tensor) -> SliceTargets:
+        """Per-slice targets of a label batch (B, T, H, W): one slot per class for class-slot queries."""
         config = self.model_config
+        if config.queries == "class_slots" and config.prompt_mode == "generated":
+            return build_class_slot_targets(
+                label, num_classes=config.num_classes, include_background=config.include_background
+            )
         return build_targets(
             label,
             num_classes=config.num_classes,
             num_queries=config.num_queries,
             include_background=config.include_background,
+        )
+
+    def fixed_pairs(self, targets: SliceTargets) -> MatchIndices | None:
+        """Query i answers for segment i (ground-truth prompts, class slots); None: Hungarian matching."""
+        config = self.model_config
+        if config.prompt_mode == "ground_truth" or config.queries == "class_slots":
+            return prompt_matching(targets.valid)
+        return None
+
+    def denoising(self, label: torch.Tensor) -> tuple[DenoisingPrompts | None, SliceTargets | None]:
+        """The batch's denoising queries and their targets (none when off or with ground-truth prompts)."""
+        config = self.model_config
+        if self.config.denoising_groups == 0 or config.prompt_mode == "ground_truth":
+            return None, None
+        per_class = build_class_slot_targets(
+            label, num_classes=config.num_classes, include_background=config.include_background
+        )
+        uses_masks = config.prompt_generator.variant != "box"
+        return denoising_queries(
+            per_class,
+            num_slices=config.num_slices,
+            settings=DenoisingSettings(
+                groups=self.config.denoising_groups,
+                box_jitter=self.config.denoising_box_jitter,
+                mask_flip=self.config.denoising_mask_flip,
+            ),
+            mask_size=config.image_size if uses_masks else None,
+            slots=config.queries == "class_slots",
         )
 
     def fit(
@@ -280,6 +315,7 @@ class Trainer:
         if resume:
             self.resume(extend_to_epochs)
         else:
+            self.initialise_boxes()
             self.log_start()
         self.validation_patches = draw_validation_patches(
             self.plans_dir / self.plans.preprocessed_folder,
@@ -325,27 +361,49 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        timed_from = None
+        step_seconds: list[tuple[bool, float]] = []  # (encoder paused, seconds) of the steps timed for the budget
         while step < self.state.schedule.iterations_per_epoch:
             image, label = next(batches)
+            started = time.monotonic()
+            # With a pause phase, the last timed step runs with the encoder adapters on, so both costs are known.
+            phased = 0.0 < self.config.encoder_adapters_from < 1.0
+            last_timed = phased and plan_deadline is not None and step == _BUDGET_TIMED_STEPS
+            paused = self.pause_encoder_adapters(force_on=last_timed)
             terms = self.train_step(image, label)
+            if plan_deadline is not None and step >= 1:
+                step_seconds.append((paused, time.monotonic() - started))
             self.watch_memory()
             step += 1
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update(1)
             bar.set_postfix(loss=f"{terms['total']:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-            if plan_deadline is not None:
-                if step == 1:
-                    timed_from = time.monotonic()
-                elif step == 1 + _BUDGET_TIMED_STEPS:
-                    self.plan_budget(plan_deadline, (time.monotonic() - timed_from) / _BUDGET_TIMED_STEPS, step)
-                    bar.total = self.state.schedule.iterations_per_epoch
-                    plan_deadline = None
+            if plan_deadline is not None and step == 1 + _BUDGET_TIMED_STEPS:
+                self.plan_budget(plan_deadline, self.mean_step_seconds(step_seconds), step)
+                bar.total = self.state.schedule.iterations_per_epoch
+                plan_deadline = None
         bar.close()
         del batches, loader  # stops the workers of this epoch
         means = {key: value / step for key, value in totals.items()}
         self._epoch_train_terms = average_over_ranks(means, self.context)
+
+    def pause_encoder_adapters(self, force_on: bool = False) -> bool:
+        """Pauses the encoder's adapters (encoder without autograd) for the first ``encoder_adapters_from`` share
+        of the schedule's steps; returns whether they are paused for the next step."""
+        start = self.config.encoder_adapters_from * self.scheduler.total_steps
+        paused = self.scheduler.last_epoch < start and not force_on
+        self.model.image_encoder.adapters_paused = paused
+        return paused
+
+    def mean_step_seconds(self, timed: list[tuple[bool, float]]) -> float:
+        """Expected seconds per step over the schedule from the timed steps, weighting paused and full steps by
+        the share of the schedule each phase takes."""
+        paused = [seconds for was_paused, seconds in timed if was_paused]
+        full = [seconds for was_paused, seconds in timed if not was_paused]
+        if not paused or not full:
+            return float(np.mean([seconds for _, seconds in timed]))
+        share = min(1.0, self.config.encoder_adapters_from)
+        return share * float(np.mean(paused)) + (1 - share) * float(np.mean(full))
 
     def watch_memory(self) -> None:
         """Hands kept freed memory back to the kernel once this process's peak nears the machine's memory."""
@@ -554,6 +612,26 @@ class Trainer:
             f"({self.state.schedule.iterations_per_epoch} iterations each)"
         )
 
+    def initialise_boxes(self) -> None:
+        """``box_init: dataset``: class-slot query k starts at class k's typical box in training patches."""
+        config = self.model_config
+        if self.config.box_init != "dataset" or config.queries != "class_slots":
+            return
+        boxes = typical_class_boxes(
+            self.plans_dir / self.plans.preprocessed_folder,
+            self.train_ids,
+            patch_size=config.patch_size,
+            num_classes=config.num_classes,
+            include_background=config.include_background,
+            seed=self.config.seed,
+        )
+        self.model.prompt_generator.set_initial_boxes(boxes)
+        described = ", ".join(
+            f"{self.class_names[k]} {'/'.join(f'{v:.2f}' for v in box)}"
+            for k, box in zip(config.segment_class_ids(), boxes.tolist(), strict=True)
+        )
+        self.log(f"class-slot boxes start at the training patches' median boxes (xyxy): {described}")
+
     def log_start(self) -> None:
         from masksam.model.parameters import count_parameters
 
@@ -565,3 +643,5 @@ class Trainer:
             f"{'×'.join(map(str, self.model_config.patch_size))}, batch {self.batch_per_rank * self.context.world_size}"
             f" on {self.context.world_size} × {self.context.device.type}, precision {self.precision.name}"
         )
+        if self.threads is not None:
+            self.log(f"CPU threads: {self.threads.describe()}")

@@ -32,7 +32,10 @@ FAST = TrainingConfig(epochs=2, iterations_per_epoch=2, validation_patches=2, nu
 def make_trainer(planned_dataset, output: Path, config: TrainingConfig = FAST, **model_overrides) -> Trainer:
     _, plans_dir = planned_dataset
     plans = Plans.load(plans_dir)
-    model_config = replace(model_config_for(plans, backbone="tiny"), patch_size=(2, 64, 64), **model_overrides)
+    # A test that sets the number of queries means the paper's matched queries.
+    queries = model_overrides.pop("queries", "matched" if "num_queries" in model_overrides else "class_slots")
+    model_config = model_config_for(plans, backbone="tiny", queries=queries)
+    model_config = replace(model_config, patch_size=(2, 64, 64), **model_overrides)
     return Trainer(
         model_config=model_config,
         training_config=config,
@@ -48,7 +51,8 @@ def make_trainer(planned_dataset, output: Path, config: TrainingConfig = FAST, *
 def test_validation_reports_foreground_classes_only(planned_dataset, include_background: bool):
     from masksam.training.validation import draw_validation_patches
 
-    trainer = make_trainer(planned_dataset, Path("unused"), include_background=include_background)
+    queries = "matched" if include_background else "class_slots"  # class slots never hold background
+    trainer = make_trainer(planned_dataset, Path("unused"), include_background=include_background, queries=queries)
     trainer.plans = replace(trainer.plans, include_background=include_background)  # as planned that way
     trainer.validation_patches = draw_validation_patches(  # as fit() draws them
         trainer.plans_dir / trainer.plans.preprocessed_folder, trainer.val_ids, count=2, patch_size=(2, 64, 64), seed=0
@@ -172,7 +176,7 @@ def test_resume_is_exact(planned_dataset, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(planned_dataset, tmp_path):
-    make_trainer(planned_dataset, tmp_path / "model").fit(stop_after_epochs=1)
+    make_trainer(planned_dataset, tmp_path / "model", queries="matched").fit(stop_after_epochs=1)
     other = make_trainer(planned_dataset, tmp_path / "model", num_queries=5)
     with pytest.raises(CheckpointError, match="num_queries 8 .now 5.") as error:
         other.fit(resume=True)
@@ -233,8 +237,12 @@ def test_ground_truth_prompts_match_each_query_to_its_prompt(planned_dataset, mo
         assert matching.prediction_index.tolist() == matching.target_index.tolist() == valid[:, 1].tolist()
     with torch.no_grad():
         output = trainer.model(image, targets.boxes)
+    config = trainer.model_config
     scores = prompted_semantic_scores(
-        targets.class_ids, output.mask_logits, num_classes=trainer.model_config.num_classes
+        targets.class_ids,
+        output.mask_logits,
+        num_classes=config.num_classes,
+        include_background=config.include_background,
     )
     assert torch.equal(predicted, scores.argmax(dim=1).reshape(label.shape))
 
@@ -305,16 +313,58 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@pytest.mark.parametrize(
-    ("cores", "workers", "threads"),
-    [pytest.param(2, 1, 1, id="two-cores-one-worker"), pytest.param(2, 2, 1, id="never-zero"),
-     pytest.param(16, 2, 14, id="big-machine"), pytest.param(2, 0, 2, id="no-workers")],
-)  # fmt: skip
-def test_cpu_threads_leave_cores_to_the_workers(monkeypatch, cores, workers, threads):
-    from masksam.training import trainer as trainer_module
+def test_cpu_threads_are_chosen_by_measurement_and_logged(planned_dataset, tmp_path, monkeypatch):
+    from masksam import threads
 
-    monkeypatch.setattr(trainer_module.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
-    assert trainer_module.cpu_threads_beside_workers(workers) == threads
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "measure_thread_speeds", lambda counts: {1: 95.0, 2: 179.0})
+    trainer = make_trainer(planned_dataset, tmp_path / "model")
+    assert trainer.threads.threads == 2 and torch.get_num_threads() == 2
+    trainer.log_start()
+    assert "CPU threads: 2 thread(s) (measured" in (trainer.fold_dir / "training_log.txt").read_text()
+    given = make_trainer(planned_dataset, tmp_path / "other", replace(FAST, threads=1))
+    assert given.threads.threads == 1 and torch.get_num_threads() == 1
+
+
+def test_encoder_adapters_pause_for_the_first_share_of_steps(planned_dataset):
+    """Paused: no gradient reaches the encoder's adapters (the encoder ran without autograd); afterwards it does."""
+    config = replace(FAST, iterations_per_epoch=4, encoder_adapters_from=0.5, threads=1)
+    trainer = make_trainer(planned_dataset, Path("unused"), config)
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    encoder_adapters = list(trainer.model.image_encoder.attention_adapters.parameters())
+    reached = []
+    for _ in range(4):  # 2 epochs × 4 steps planned: steps 0-3 paused, 4-7 not
+        trainer.optimizer.zero_grad(set_to_none=True)
+        paused = trainer.pause_encoder_adapters()
+        trainer.train_step(image, label)
+        reached.append((paused, any(p.grad is not None for p in encoder_adapters)))
+    assert reached == [(True, False)] * 4
+    trainer.scheduler.last_epoch = 4
+    assert not trainer.pause_encoder_adapters()
+    trainer.train_step(image, label)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder_adapters)
+
+
+def test_paused_and_full_steps_are_weighted_by_their_share(planned_dataset):
+    trainer = make_trainer(planned_dataset, Path("unused"), replace(FAST, encoder_adapters_from=0.25, threads=1))
+    assert trainer.mean_step_seconds([(True, 2.0), (False, 6.0)]) == pytest.approx(0.25 * 2 + 0.75 * 6)
+    assert trainer.mean_step_seconds([(True, 2.0), (True, 4.0)]) == pytest.approx(3.0)
+
+
+def test_class_slot_queries_start_at_their_class_boxes_and_train_with_denoising(planned_dataset, tmp_path):
+    config = replace(FAST, box_init="dataset", denoising_groups=2, threads=1)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config)
+    assert trainer.model_config.queries == "class_slots" and trainer.model_config.num_queries == 2
+    trainer.initialise_boxes()
+    with torch.no_grad():
+        image, label = next(iter(trainer.build_loader(epoch=0)))
+        output = trainer.model(image)
+    first_boxes = output.aux_boxes.mean(dim=0)  # (N, 4): the image-dependent part starts small
+    assert not torch.allclose(first_boxes[0], first_boxes[1], atol=0.02)  # the two classes start apart
+    log = (trainer.fold_dir / "training_log.txt").read_text()
+    assert "class-slot boxes start at the training patches' median boxes" in log
+    terms = trainer.train_step(image, label)
+    assert terms["denoising_mask_dice"] > 0 and terms["denoising_classification"] > 0
 
 
 def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
