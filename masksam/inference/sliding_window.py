@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 # (B, C, T, H, W) patches -> (B, K, T, H, W) float32 class scores.
 ScoreFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -123,7 +122,8 @@ def padding_for(shape: tuple[int, ...], patch: tuple[int, ...]) -> list[tuple[in
 
 
 def pad_volume(volume: torch.Tensor, patch: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Pads a volume to at least the patch size with its darkest value (as training patches are padded).
+    """Pads a volume to at least the patch size, each channel with its own smallest value (as training patches
+    are padded with the image's darkest value; a label channel travelling with the image pads with 0).
 
     Args:
         volume: (C, T, H, W).
@@ -136,8 +136,11 @@ def pad_volume(volume: torch.Tensor, patch: tuple[int, int, int]) -> tuple[torch
     crop = tuple(slice(before, before + size) for (before, _), size in zip(pads, volume.shape[1:], strict=True))
     if not any(before or after for before, after in pads):
         return volume, crop
-    flat = [amount for before_after in reversed(pads) for amount in before_after]  # F.pad: last axis first
-    return F.pad(volume, flat, value=float(volume.min())), crop
+    padded_shape = tuple(size + before + after for size, (before, after) in zip(volume.shape[1:], pads, strict=True))
+    darkest = volume.flatten(1).amin(dim=1)  # (C,)
+    padded = darkest.view(-1, 1, 1, 1).expand(volume.shape[0], *padded_shape).clone()  # (C, T', H', W')
+    padded[(slice(None), *crop)] = volume
+    return padded, crop
 
 
 def gaussian_importance_map(

@@ -57,7 +57,20 @@ def test_padding_is_centred_and_cropped_back(shape, patch, expected) -> None:
     padded, crop = pad_volume(volume, patch)
     assert tuple(padded.shape[1:]) == tuple(max(s, p) for s, p in zip(shape, patch, strict=True))
     assert torch.equal(padded[(slice(None), *crop)], volume)
-    assert padded.sum() == volume.sum()  # zeros elsewhere
+    assert padded.sum() == volume.sum()  # the darkest value, 0 here, elsewhere
+
+
+def test_padding_takes_each_channels_darkest_value() -> None:
+    """An image channel pads with its own minimum (as training patches do); a label channel travelling with it
+    keeps 0 (background), never the image's value."""
+    image = torch.randn(1, 1, 3, 3) - 5  # (C, T, H, W), all negative
+    label = torch.randint(0, 3, (1, 1, 3, 3)).float()
+    label[0, 0, 0, 0] = 0
+    padded, crop = pad_volume(torch.cat([image, label]), (1, 5, 5))
+    outside = torch.ones(padded.shape[1:], dtype=torch.bool)
+    outside[crop] = False
+    assert torch.all(padded[0][outside] == image.min())
+    assert torch.all(padded[1][outside] == 0)
 
 
 @pytest.mark.parametrize("patch", [(2, 64, 64), (5, 7, 8), (1, 3, 2)], ids=["tiny-preset", "odd-even", "minimal"])
@@ -80,11 +93,13 @@ def window_dependent_scores(patches: torch.Tensor) -> torch.Tensor:
 
 
 def brute_force(volume: np.ndarray, patch: tuple[int, int, int], step: float) -> np.ndarray:
-    """Weighted mean over windows, voxel by voxel, with padding written out by hand."""
+    """Weighted mean over windows, voxel by voxel, with padding (the volume's darkest value) written out by hand."""
     shape = volume.shape[1:]
     before = [max(0, p - s) // 2 for s, p in zip(shape, patch, strict=True)]
     padded = np.pad(
-        volume, [(0, 0)] + [(b, max(0, p - s) - b) for b, s, p in zip(before, shape, patch, strict=True)]
+        volume,
+        [(0, 0)] + [(b, max(0, p - s) - b) for b, s, p in zip(before, shape, patch, strict=True)],
+        constant_values=volume.min(),
     ).astype(np.float64)
     grids = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in patch], indexing="ij")
     gauss = np.exp(-sum(g**2 / (2 * (n / 8) ** 2) for g, n in zip(grids, patch, strict=True)))
