@@ -6,13 +6,9 @@ Its package `__init__` imports torchvision, which does not install beside our to
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import types
-
 import pytest
 import torch
+from helpers import meta_modeling
 
 from masksam.backbones.image_encoder_vit import ImageEncoderViT
 from masksam.backbones.mask_decoder import MaskDecoder
@@ -25,19 +21,8 @@ TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def meta():
     """Meta's `segment_anything.modeling`, imported without running the package `__init__`."""
-    spec = importlib.util.find_spec("segment_anything")
-    if spec is None or spec.submodule_search_locations is None:
-        pytest.skip("segment-anything is not installed (pip install --no-deps segment-anything)")
-    saved = {name: module for name, module in sys.modules.items() if name.startswith("segment_anything")}
-    package = types.ModuleType("segment_anything")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["segment_anything"] = package
-    try:
-        yield importlib.import_module("segment_anything.modeling")
-    finally:
-        for name in [n for n in sys.modules if n.startswith("segment_anything")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    with meta_modeling() as modeling:
+        yield modeling
 
 
 def randomise(module: torch.nn.Module, seed: int = 0) -> None:

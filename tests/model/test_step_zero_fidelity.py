@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import SHARED
+from helpers import SHARED, meta_modeling
 
 from masksam.backbones.sam import BACKBONES, backbone_pixels
 from masksam.inference.box_prompted import box_prompted_logits, class_boxes
@@ -197,3 +197,70 @@ def test_real_lite_medsam_parity_on_acdc_slices(image_size: int) -> None:
                 reference = labels[start + s] == class_id
                 difference = _dice(ours[s, k] > 0, reference) - _dice(theirs[s, k] > 0, reference)
                 assert abs(difference) <= 0.01, (start + s, class_id, difference)
+
+
+def _meta_vit_b(meta):
+    """Meta's SAM ViT-B (segment_anything's _build_sam layout), default initialisation plus random position tables."""
+    from functools import partial
+
+    encoder = meta.ImageEncoderViT(
+        depth=12,
+        embed_dim=768,
+        img_size=1024,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=12,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=[2, 5, 8, 11],
+        window_size=14,
+        out_chans=256,
+    )
+    sam = meta.Sam(
+        image_encoder=encoder,
+        prompt_encoder=meta.PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
+        mask_decoder=meta.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=meta.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in sam.named_parameters():
+            if "pos_embed" in name or "rel_pos" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return sam
+
+
+@pytest.mark.slow
+def test_untrained_vit_b_masksam_matches_metas_pipeline(tmp_path) -> None:
+    """Official-format ViT-B weights written here; Meta's Sam (preprocess, encoder, box prompt, decoder,
+    postprocess) and an untrained MaskSAM in ground-truth prompt mode give the same mask logits for a grey
+    slice prompted with the same boxes."""
+    with meta_modeling() as meta:
+        sam = _meta_vit_b(meta)
+    weights = tmp_path / "sam_vit_b_test.pth"
+    torch.save(sam.state_dict(), weights)
+    model = _ground_truth_model("vit_b", image_size=1024, slices=1, side=1024, weights=weights)
+    generator = torch.Generator().manual_seed(6)
+    raw = torch.rand(1, 1024, 1024, generator=generator) * 900 - 100  # (S=1, H, W) any intensity range
+    pixel_boxes = torch.tensor(
+        [[[100.0, 200.0, 400.0, 500.0], [600.0, 50.0, 1000.0, 300.0], [0.0, 0.0, 1023.0, 1023.0]]]
+    )
+    ours = _masksam_ground_truth_prompted(model, raw, pixel_boxes)  # (1, 3, H, W)
+    unit = slice_unit_range(raw[None, None])[0, 0, 0]  # (H, W) in [0, 1]
+    with torch.no_grad():
+        (theirs,) = sam(
+            [{"image": (unit * 255).expand(3, -1, -1), "boxes": pixel_boxes[0], "original_size": (1024, 1024)}],
+            multimask_output=False,
+        )
+        logits = sam.postprocess_masks(theirs["low_res_logits"], (1024, 1024), (1024, 1024))  # (3, 1, H, W)
+    torch.testing.assert_close(ours[0], logits[:, 0], atol=1e-3, rtol=1e-3)
