@@ -5,12 +5,13 @@ curve is the mean foreground pseudo-Dice of the fixed validation patches (16 pat
 cases, scored every epoch with the model's own generated prompts) against the minutes of training so far, read
 from each run's ``metrics.csv``. Recipes are cumulative, in the order of issue 13:
 
-- ``fidelity``: today's model with the paper's training recipe (the step-0 fidelity fixes are not switches):
-  N = 8 matched queries with a background segment, 256² input, no denoising, one learning rate, no warm-up;
+- ``fidelity``: today's model with the paper's training recipe (the step-0 fidelity fixes, and the auxiliary
+  masks' foreground-prior start, are not switches): N = 8 matched queries with a background segment, 256²
+  input, no denoising, one learning rate (1e-3), no warm-up;
 - ``denoising``: + one group of prompt-denoising queries per class;
 - ``class_slots``: + one query per foreground class (no matching), boxes starting at each class's typical box;
-- ``optimiser``: + parameter groups (adapters inside SAM at half the rate), 20 warm-up steps, auxiliary masks
-  weighted 1.5, encoder adapters paused for the first half of the steps (cheaper steps);
+- ``optimiser``: + parameter groups (lr 2e-3, adapters inside SAM at half of it), 20 warm-up steps, auxiliary
+  masks weighted 1.5, encoder adapters paused for the first half of the steps (cheaper steps);
 - ``size_128``: + LiteMedSAM at 128² instead of 256² (the ``masksam train`` default).
 
 Runs can go side by side (``--parallel 2``, each on one thread: the same share of the machine for each), and a
@@ -38,7 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
 
 # Each recipe: (what it adds, `masksam train` options, training settings for --config). Cumulative, in order.
-OLD_TRAINING: dict = {"denoising_groups": 0, "warmup_steps": 0, "adapter_lr_scale": 1.0, "aux_mask_weight": 0.5}
+OLD_TRAINING: dict = {
+    "learning_rate": 1e-3,
+    "denoising_groups": 0,
+    "warmup_steps": 0,
+    "adapter_lr_scale": 1.0,
+    "aux_mask_weight": 0.5,
+}
 RECIPES: dict[str, tuple[str, list[str], dict]] = {
     "fidelity": (
         "step-0 fidelity, paper recipe (8 matched queries, 256²)",
