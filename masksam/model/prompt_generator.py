@@ -19,7 +19,6 @@ from torch import nn
 from masksam.model.config import PromptGeneratorConfig
 from masksam.model.depth import unfold_depth
 
-
 # Share of a slice that one segment covers, for the auxiliary masks' starting logit (ACDC's classes: 1-4%).
 MASK_PRIOR = 0.02
 
