@@ -125,6 +125,13 @@ class UNetTrainer(Trainer):
             logits = self.model(image)  # (B, K, T, H, W)
         return self.criterion(logits, label)["total"], logits.argmax(dim=1)
 
+    def initialise_boxes(self) -> None:
+        """A U-Net has no prompt queries whose boxes could start anywhere."""
+
+    def pause_encoder_adapters(self, force_on: bool = False) -> bool:
+        """A U-Net has no frozen encoder whose adapters could pause."""
+        return False
+
     def model_title(self) -> str:
         return f"U-Net baseline ({self.model_config.configuration})"
 
@@ -278,6 +285,7 @@ def train_unet(
             final_validation=dataset_dir is not None,
             num_workers=num_workers,
             seed=seed,
+            warmup_steps=0,  # nnU-Net's schedule: poly decay from the first step
         )
     context = init_distributed(device)
     try:

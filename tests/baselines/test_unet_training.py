@@ -14,13 +14,14 @@ from masksam.baselines.unet_checkpoint import load_unet, read_unet_file
 from masksam.baselines.unet_training import UNetTrainer, train_unet
 from masksam.data.plans import Plans
 from masksam.errors import ConfigError
+from masksam.threads import ThreadChoice
 from masksam.training.config import TrainingConfig
 
 
 @pytest.fixture(autouse=True)
 def trainer_on_one_thread(monkeypatch):
-    # The Trainer gives CPU training every core beside the data workers; tests stay on one.
-    monkeypatch.setattr("masksam.training.trainer.cpu_threads_beside_workers", lambda num_workers: 1)
+    # The Trainer measures whether every core beats one; tests stay on one.
+    monkeypatch.setattr("masksam.training.trainer.choose_threads", lambda requested: ThreadChoice(1, {}))
 
 
 def tiny_unet(plans_dir: Path) -> UNetConfig:
@@ -62,7 +63,9 @@ def test_train_unet_writes_the_model_file_and_masksam_logs(planned_dataset, tmp_
 def test_loss_falls_when_overfitting_one_batch(planned_dataset, tmp_path):
     _, plans_dir = planned_dataset
     # A long schedule keeps the poly learning rate near 1e-2 over the 40 steps taken here.
-    config = TrainingConfig(epochs=1, iterations_per_epoch=10_000, num_workers=0, learning_rate=1e-2, augment=False)
+    config = TrainingConfig(
+        epochs=1, iterations_per_epoch=10_000, num_workers=0, learning_rate=1e-2, augment=False, warmup_steps=0
+    )
     trainer = UNetTrainer(
         unet_config=tiny_unet(plans_dir),
         training_config=config,
@@ -134,7 +137,10 @@ def test_resume_continues_exactly(planned_dataset, tmp_path):
     )
     straight = read_unet_file(train_unet(plans_dir, tmp_path / "straight", **settings))
 
-    config = TrainingConfig(epochs=2, iterations_per_epoch=2, validation_patches=2, num_workers=0)
+    # As train_unet configures it: AdamW at 1e-3, no warm-up (nnU-Net's schedule).
+    config = TrainingConfig(
+        epochs=2, iterations_per_epoch=2, validation_patches=2, num_workers=0, learning_rate=1e-3, warmup_steps=0
+    )
     plans = Plans.load(plans_dir)
     first = UNetTrainer(
         unet_config=tiny_unet(plans_dir),

@@ -47,13 +47,17 @@ def test_patch_start_bounds(shape, size):
 
 
 def test_small_volume_is_padded_with_background():
-    image = np.ones((1, 2, 10, 12), np.float32)
+    """The label pads with background, the image with its darkest value (the black border the backbones saw)."""
+    image = np.full((1, 2, 10, 12), 3.0, np.float32)
+    image[0, 0, 0, 0] = -2.0  # the darkest voxel
     label = np.ones((2, 10, 12), np.uint8)
     patch = sample_patch(
         image, label, np.zeros((0, 4), np.int32), (4, 16, 16), np.random.default_rng(0), force_foreground=False
     )
     assert patch.image.shape == (1, 4, 16, 16) and patch.label.shape == (4, 16, 16)
-    assert patch.image.sum() == 2 * 10 * 12 and patch.label.sum() == 2 * 10 * 12
+    assert patch.label.sum() == 2 * 10 * 12
+    padding = 4 * 16 * 16 - 2 * 10 * 12
+    assert patch.image.sum() == image.sum() + padding * -2.0
 
 
 def test_forced_patches_contain_foreground():

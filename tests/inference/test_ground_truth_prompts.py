@@ -316,7 +316,7 @@ def test_final_validation_of_a_ground_truth_model(tmp_path: Path) -> None:
         raw, tmp_path / "plans", preset="none", num_workers=0, num_folds=4, preprocess=False, progress=False
     )
     plans = Plans.load(tmp_path / "plans")
-    config = model_config_for(plans, backbone="tiny", prompt_mode="ground_truth")
+    config = model_config_for(plans, backbone="tiny", prompt_mode="ground_truth", queries="matched")
     config = replace(config, patch_size=(2, 64, 64), num_queries=3)  # small and fast; 3 classes fit 3 queries
     trainer = Trainer(
         model_config=config,

@@ -272,9 +272,9 @@ def test_gradients_reach_only_trainable_parameters(planned_dataset, train_backbo
 _WRITER = textwrap.dedent(
     """
     import sys, torch
-    from masksam.training.checkpoint import save_atomic
+    from masksam.training.checkpoint import CHECKPOINT_VERSION, save_atomic
     path = sys.argv[1]
-    big = {"format": "masksam-training-checkpoint", "version": 1, "weights": torch.randn(8_000_000)}
+    big = {"format": "masksam-training-checkpoint", "version": CHECKPOINT_VERSION, "weights": torch.randn(8_000_000)}
     print("ready", flush=True)
     while True:
         save_atomic(big, path)
@@ -285,7 +285,9 @@ _WRITER = textwrap.dedent(
 @pytest.mark.slow
 def test_killing_a_writer_never_corrupts_the_latest_checkpoint(tmp_path):
     path = tmp_path / "checkpoint_latest.pt"
-    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "weights": torch.zeros(3)}, path)
+    ckpt.save_atomic(
+        {"format": "masksam-training-checkpoint", "version": ckpt.CHECKPOINT_VERSION, "weights": torch.zeros(3)}, path
+    )
     for delay in (0.05, 0.3, 0.7):
         writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "ready"
@@ -294,20 +296,22 @@ def test_killing_a_writer_never_corrupts_the_latest_checkpoint(tmp_path):
         writer.wait()
         payload = ckpt.read_checkpoint(path)  # the old or a new complete file, never a torn one
         assert payload["weights"].numel() in (3, 8_000_000)
-    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1}, path)
+    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": ckpt.CHECKPOINT_VERSION}, path)
     assert not list(tmp_path.glob(".checkpoint_latest.pt.*.tmp"))  # stale temporaries of killed writers removed
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint_latest.pt"
-    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "epoch": 1}, path)
+    ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": ckpt.CHECKPOINT_VERSION, "epoch": 1}, path)
 
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint is unchanged"):
-        ckpt.save_atomic({"format": "masksam-training-checkpoint", "version": 1, "epoch": 2}, path)
+        ckpt.save_atomic(
+            {"format": "masksam-training-checkpoint", "version": ckpt.CHECKPOINT_VERSION, "epoch": 2}, path
+        )
     monkeypatch.undo()
     assert ckpt.read_checkpoint(path)["epoch"] == 1
     assert not list(tmp_path.glob("*.tmp"))
