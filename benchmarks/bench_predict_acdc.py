@@ -9,10 +9,12 @@ without TTA for each backbone (torch.profiler, self CPU time).
 Usage::
 
     python benchmarks/bench_predict_acdc.py [--dataset ../shared/data/Dataset027_ACDC] [--cases 2]
-        [--rows tiny lite_medsam lite_medsam_128 vit_b vit_b_1024] [--threads 1] [--device cpu] [--profile]
+        [--rows tiny lite_medsam lite_medsam_paper vit_b vit_b_1024] [--threads 1] [--device cpu] [--profile]
 
-``vit_b`` runs SAM ViT-B at the plans' input side (256² for ACDC) with random weights (the cost of SAM's or
-MedSAM's); ``vit_b_1024`` at SAM's native 1024² (not a default row: meant for GPUs).
+``lite_medsam`` is today's ``masksam train`` default (128², one query per foreground class), ``lite_medsam_paper``
+the default before 2026-12-02 (256², the paper's 8 matched queries). ``vit_b`` runs SAM ViT-B at the plans'
+input side (256² for ACDC) with random weights (the cost of SAM's or MedSAM's); ``vit_b_1024`` at SAM's native
+1024² (not a default row: meant for GPUs).
 On a GPU the predictor runs under bf16 autocast, as ``masksam predict`` does.
 """
 
@@ -22,20 +24,19 @@ import argparse
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
-# row -> (backbone, input side or None for the plans' choice)
+# row -> (backbone, input side or None for `masksam train`'s default, queries)
 ROWS = {
-    "tiny": ("tiny", None),
-    "lite_medsam": ("lite_medsam", None),
-    "lite_medsam_128": ("lite_medsam", 128),
-    "vit_b": ("vit_b", None),  # random weights: the same cost as SAM's or MedSAM's
-    "vit_b_1024": ("vit_b", 1024),  # SAM's native input: for GPUs
+    "tiny": ("tiny", None, "class_slots"),
+    "lite_medsam": ("lite_medsam", None, "class_slots"),  # today's default: 128², one query per class
+    "lite_medsam_paper": ("lite_medsam", 256, "matched"),  # the default before 2026-12-02: 256², 8 queries
+    "vit_b": ("vit_b", None, "class_slots"),  # random weights: the same cost as SAM's or MedSAM's
+    "vit_b_1024": ("vit_b", 1024, "class_slots"),  # SAM's native input: for GPUs
 }
-DEFAULT_ROWS = ["tiny", "lite_medsam", "lite_medsam_128", "vit_b"]
+DEFAULT_ROWS = ["tiny", "lite_medsam", "lite_medsam_paper", "vit_b"]
 
 
 def build_predictor(plans, plans_dir: Path, row: str, tta: bool, device: str):
@@ -47,9 +48,8 @@ def build_predictor(plans, plans_dir: Path, row: str, tta: bool, device: str):
     from masksam.training.checkpoint import TrainedModel
     from masksam.training.setup import model_config_for
 
-    backbone, size = ROWS[row]
-    config = model_config_for(plans, backbone=backbone)
-    config = replace(config, image_size=size) if size else config
+    backbone, size, queries = ROWS[row]
+    config = model_config_for(plans, backbone=backbone, queries=queries, image_size=size)
     torch.manual_seed(0)
     weights = find_cached_weights(backbone) if backbone == "lite_medsam" else None
     model = build_masksam(config, weights)

@@ -12,7 +12,11 @@ from each run's ``metrics.csv``. Recipes are cumulative, in the order of issue 1
 - ``class_slots``: + one query per foreground class (no matching), boxes starting at each class's typical box;
 - ``optimiser``: + parameter groups (lr 2e-3, adapters inside SAM at half of it), 20 warm-up steps, auxiliary
   masks weighted 1.5, encoder adapters paused for the first half of the steps (cheaper steps);
-- ``size_128``: + LiteMedSAM at 128² instead of 256² (the ``masksam train`` default).
+- ``size_128``: + LiteMedSAM at 128² instead of 256² (the ``masksam train`` default);
+- ``fidelity_128``: the paper recipe at 128², to compare the training recipe alone at the same step cost.
+
+Two LiteMedSAM runs at 256² do not fit side by side in 24 GB (about 13 GB each): run the 256² recipes with
+``--parallel 1``.
 
 Runs can go side by side (``--parallel 2``, each on one thread: the same share of the machine for each), and a
 finished run in ``--output`` is reused. Prints a Markdown table (Dice at the end, steps, seconds per step) and
@@ -50,6 +54,11 @@ RECIPES: dict[str, tuple[str, list[str], dict]] = {
     "fidelity": (
         "step-0 fidelity, paper recipe (8 matched queries, 256²)",
         ["--queries", "matched", "--image-size", "256"],
+        {**OLD_TRAINING, "box_init": "spread", "encoder_adapters_from": 0.0},
+    ),
+    "fidelity_128": (
+        "step-0 fidelity, paper recipe at 128²",
+        ["--queries", "matched", "--image-size", "128"],
         {**OLD_TRAINING, "box_init": "spread", "encoder_adapters_from": 0.0},
     ),
     "denoising": (
