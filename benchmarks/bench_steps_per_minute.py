@@ -95,7 +95,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "masksam", "plan", str(args.dataset), "-o", str(plans_dir)], check=True)
     plans = Plans.load(plans_dir)
     weights = find_cached_weights("lite_medsam")
-    seconds = {name: time_row(name, args, plans, plans_dir, weights) for name in ROWS}
+    seconds = {}
+    for name in ROWS:
+        seconds[name] = time_row(name, args, plans, plans_dir, weights)
+        print(f"{name}: {seconds[name]:.2f} s per step", flush=True)
     seconds["default"] = (seconds["class_slots_128"] + seconds["paused_encoder"]) / 2
     print(
         f"\nACDC batch of {plans.batch_size} × {'×'.join(map(str, plans.patch_size))} patches; weights: "

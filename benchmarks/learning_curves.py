@@ -22,6 +22,8 @@ Runs can go side by side (``--parallel 2``, each on one thread: the same share o
 finished run in ``--output`` is reused. Prints a Markdown table (Dice at the end, steps, seconds per step) and
 writes ``curves.png`` and ``curves.json``.
 
+``--runs LABEL=FOLD_DIR ...`` only draws the curves of finished runs (any budgets) into ``--figure``.
+
 Usage::
 
     python benchmarks/learning_curves.py [--minutes 12] [--recipes fidelity denoising ...] [--parallel 2]
@@ -141,7 +143,14 @@ def run_recipes(names: list[str], args) -> None:
                     raise SystemExit(f"{name}: training failed; see {args.output / name / 'train.log'}")
 
 
-def draw(curves: dict[str, dict], path: Path, minutes: float) -> None:
+def draw_runs(runs: list[str], path: Path) -> None:
+    """The pseudo-Dice curves of finished runs given as ``LABEL=FOLD_DIR`` (any budgets) in one picture."""
+    labelled = dict(item.split("=", 1) for item in runs)
+    curves = {label: curve(Path(folder).parent) for label, folder in labelled.items()}
+    draw(curves, path, max(data["minutes"][-1] for data in curves.values()), labels={k: k for k in curves})
+
+
+def draw(curves: dict[str, dict], path: Path, minutes: float, labels: dict[str, str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,9 +159,10 @@ def draw(curves: dict[str, dict], path: Path, minutes: float) -> None:
     figure = Figure(figsize=(7, 4.2), dpi=120)
     axes = figure.add_subplot()
     for name, data in curves.items():
-        axes.plot(data["minutes"], data["mean_dice"], marker="o", markersize=3, label=RECIPES[name][0])
-    axes.set_xlabel("training minutes (2-core CPU)")
-    axes.set_ylabel("mean foreground pseudo-Dice (fold-0 validation patches)")
+        label = labels[name] if labels else RECIPES[name][0]
+        axes.plot([0.0, *data["minutes"]], [0.0, *data["mean_dice"]], marker="o", markersize=3, label=label)
+    axes.set_xlabel("training minutes (2-core CPU, run alone unless --parallel)")
+    axes.set_ylabel("mean pseudo-Dice, fold-0 validation patches")
     axes.set_xlim(0, minutes * 1.02)
     axes.set_ylim(-0.02, 1.0)
     axes.grid(alpha=0.3)
@@ -170,8 +180,15 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--parallel", type=int, default=1, help="runs side by side (each then on one thread)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--runs", nargs="+", metavar="LABEL=FOLD_DIR", help="only draw these finished runs' curves into --figure"
+    )
+    parser.add_argument("--figure", type=Path, help="picture of --runs (default: OUTPUT/runs.png)")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.runs:
+        draw_runs(args.runs, args.figure or args.output / "runs.png")
+        return
     if not (args.output / "plans" / "plans.json").is_file():
         subprocess.run(
             [sys.executable, "-m", "masksam", "plan", str(args.dataset), "-o", str(args.output / "plans")], check=True
