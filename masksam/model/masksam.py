@@ -143,8 +143,7 @@ class MaskSAM(nn.Module):
             config=config.prompt_generator,
         )
         self.prompt_encoder = backbone.prompt_encoder
-        uses_masks = config.prompt_generator.variant != "box"
-        self.mask_prompt_gate = MaskPromptGate(spec.prompt_dim) if uses_masks else None
+        self.mask_prompt_gate = MaskPromptGate(spec.prompt_dim) if config.prompt_generator.variant != "box" else None
         self.mask_decoder = AdaptedMaskDecoder(
             backbone.mask_decoder,
             num_queries=config.num_queries,
@@ -207,13 +206,15 @@ class MaskSAM(nn.Module):
         features = self.image_encoder(fold_depth(rgb))  # embedding (B*T, C, h, w)
         prompts = self.prompt_generator(features.embedding, features.levels, num_slices)
         prompt_boxes = self.prompt_boxes(prompts, boxes)  # (B, N, T, 4)
-        use_mask_prompt = self.config.prompt_generator.variant != "box"
-        mask_prompts = prompts.aux_mask_logits if use_mask_prompt else None  # (B, N, T, S, S)
+        mask_prompts = prompts.aux_mask_logits if self.uses_mask_prompts else None  # (B, N, T, S, S)
         tokens = self.mask_decoder.classifier_tokens(prompts.class_tokens)  # (B, N, T, C)
         if denoising is not None:
             prompt_boxes = torch.cat([prompt_boxes, denoising.boxes.to(prompt_boxes)], dim=1)  # (B, Q, T, 4)
             if mask_prompts is not None:
-                noised = denoising.masks if denoising.masks is not None else torch.full_like(mask_prompts, -20.0)
+                noised = denoising.masks
+                if noised is None:  # no mask given: an empty one
+                    count = denoising.boxes.shape[1]
+                    noised = mask_prompts.new_full((batch, count, *mask_prompts.shape[2:]), -20.0)
                 mask_prompts = torch.cat([mask_prompts, noised.to(mask_prompts)], dim=1)  # (B, Q, T, S, S)
             tokens = torch.cat([tokens, self.denoising_tokens(tokens, denoising)], dim=1)  # (B, Q, T, C)
         num_decoded = prompt_boxes.shape[1]  # Q = N (+ D)
@@ -250,10 +251,15 @@ class MaskSAM(nn.Module):
             denoising_mask_logits=masks[:, num_queries:] if denoising is not None else None,
         )
 
+    @property
+    def uses_mask_prompts(self) -> bool:
+        """The auxiliary masks are mask prompts (every prompt-generator variant but "box")."""
+        return self.mask_prompt_gate is not None
+
     def dense_prompts(self, mask_prompts: torch.Tensor | None) -> torch.Tensor:
         """(Q, 1, 4h, 4w) mask logits or None -> (Q, C, h, w) dense prompts, or (1, C, 1, 1) without masks."""
         no_mask = self.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1)  # (1, C, 1, 1)
-        if mask_prompts is None or self.mask_prompt_gate is None:
+        if mask_prompts is None or not self.uses_mask_prompts:
             return no_mask
         return no_mask + self.mask_prompt_gate(self.prompt_encoder.embed_masks(mask_prompts))
 

@@ -285,7 +285,6 @@ class Trainer:
         per_class = build_class_slot_targets(
             label, num_classes=config.num_classes, include_background=config.include_background
         )
-        uses_masks = config.prompt_generator.variant != "box"
         return denoising_queries(
             per_class,
             num_slices=config.num_slices,
@@ -294,7 +293,7 @@ class Trainer:
                 box_jitter=self.config.denoising_box_jitter,
                 mask_flip=self.config.denoising_mask_flip,
             ),
-            mask_size=config.image_size if uses_masks else None,
+            mask_size=config.image_size if self.model.uses_mask_prompts else None,
             slots=config.queries == "class_slots",
         )
 

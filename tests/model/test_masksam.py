@@ -209,3 +209,17 @@ def test_train_backbone_trains_sam_except_the_parts_masksam_never_reads() -> Non
     frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
     assert frozen and all(name.startswith(UNUSED_SAM_PARTS) for name in frozen)
     assert model.frozen_modules() == []
+
+
+def test_denoising_queries_without_mask_prompts_get_empty_ones() -> None:
+    """Denoising boxes alone (no noised masks) on a mask-prompt model: D queries decoded beside the N, whatever D."""
+    from masksam.model.masksam import DenoisingPrompts
+
+    config = tiny_config()  # N = 4 queries, mask prompts on
+    model = build_masksam(config).eval()
+    batch, slices = 1, config.num_slices
+    boxes = torch.tensor([0.2, 0.2, 0.6, 0.7]).expand(batch, 2, slices, 4)  # (B, D=2, T, 4)
+    with torch.no_grad():
+        output = model(torch.randn(batch, 1, *config.patch_size), denoising=DenoisingPrompts(boxes=boxes))
+    assert output.denoising_mask_logits.shape == (batch * slices, 2, *config.patch_size[1:])
+    assert output.mask_logits.shape[1] == config.num_queries
