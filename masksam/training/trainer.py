@@ -352,9 +352,11 @@ class Trainer:
         batches = iter(loader)
         totals: dict[str, float] = {}
         step = 0
+        # Under a time budget the number of epochs is known only after the first steps are timed.
+        of_epochs = "?" if plan_deadline is not None else self.state.schedule.epochs
         bar = tqdm(
             total=self.state.schedule.iterations_per_epoch,
-            desc=f"epoch {epoch + 1}/{self.state.schedule.epochs}",
+            desc=f"epoch {epoch + 1}/{of_epochs}",
             disable=not self.show_progress,
             file=sys.stderr,
             dynamic_ncols=True,
@@ -380,6 +382,7 @@ class Trainer:
             if plan_deadline is not None and step == 1 + _BUDGET_TIMED_STEPS:
                 self.plan_budget(plan_deadline, self.mean_step_seconds(step_seconds), step)
                 bar.total = self.state.schedule.iterations_per_epoch
+                bar.set_description(f"epoch {epoch + 1}/{self.state.schedule.epochs}")  # as the log says
                 plan_deadline = None
         bar.close()
         del batches, loader  # stops the workers of this epoch

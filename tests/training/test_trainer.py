@@ -380,3 +380,14 @@ def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
     assert all(lr > 0 for lr in learning_rates[:-1]), learning_rates  # no epoch trained at lr 0
     if state.epoch == state.schedule.epochs:
         assert learning_rates[-1] == 0.0
+
+
+def test_the_first_epoch_bar_counts_the_epochs_the_budget_fits(planned_dataset, tmp_path, capsys):
+    config = replace(FAST, epochs=100, iterations_per_epoch=5, time_budget_minutes=0.05, validation_patches=1)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    trainer.show_progress = True
+    state = trainer.fit(stop_after_epochs=1)
+    assert state.schedule.epochs < 100
+    bars = capsys.readouterr().err
+    assert "epoch 1/100" not in bars  # the configured epochs, before the budget fitted them
+    assert f"epoch 1/{state.schedule.epochs}" in bars  # what the log says
