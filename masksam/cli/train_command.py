@@ -11,6 +11,28 @@ import typer
 
 from masksam.errors import ConfigError, Interrupted
 
+FOLD_HELP = (
+    "Fold of splits_final.json (0..4 by default); all (same as -1, nnU-Net's 'all') trains on every case without "
+    "validation, into fold_all."
+)
+
+
+def parse_fold(text: str) -> int:
+    """``--fold``: a fold number, or ``all`` (nnU-Net's name) for -1, every case.
+
+    Raises:
+        typer.BadParameter: Neither (a usage error naming the option).
+    """
+    if str(text).strip().lower() == "all":
+        return -1
+    try:
+        fold = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a fold number (0, 1, ...) or 'all'") from None
+    if fold < -1:
+        raise typer.BadParameter(f"{fold} is not a fold; choose 0, 1, ... or all (-1)")
+    return fold
+
 
 def train(
     ctx: typer.Context,
@@ -19,7 +41,7 @@ def train(
     plans_dir: Path = typer.Option(
         None, "--plans", help="Plans folder from 'masksam plan' (default: OUTPUT/plans, planned here if missing)."
     ),
-    fold: int = typer.Option(0, "--fold", "-f", help="Fold of splits_final.json; -1 trains on every case."),
+    fold: int = typer.Option(0, "--fold", "-f", parser=parse_fold, metavar="FOLD", help=FOLD_HELP),
     backbone: str = typer.Option("lite_medsam", "--backbone", "-b", help="lite_medsam, vit_b, vit_l, vit_h or tiny."),
     checkpoint: Path = typer.Option(
         None, "--checkpoint", help="Official backbone weights (default: the cached download; tiny: random)."
@@ -68,8 +90,9 @@ def train(
     tensorboard: bool = typer.Option(
         False,
         "--tensorboard",
+        # The backslash keeps rich from taking [tensorboard] for markup (it printed: pip install 'masksam').
         help="Also write the epoch metrics as TensorBoard logs into fold_F/tensorboard (pip install "
-        "'masksam[tensorboard]').",
+        "'masksam\\[tensorboard]').",
     ),
     config_file: Path = typer.Option(
         None,
@@ -80,6 +103,7 @@ def train(
 ) -> None:
     """Train MaskSAM on one fold; writes checkpoints, config.yaml, metrics.csv, progress.png and training_log.txt."""
     options = dict(locals())  # the parameters, given or defaulted (before any other local name exists)
+    from masksam.data.loader import read_split
     from masksam.data.plans import Plans
     from masksam.training import checkpoint as ckpt
     from masksam.training.config import TrainingConfig
@@ -116,6 +140,13 @@ def train(
                 threads=threads,
                 final_validation=final_validation,
             )
+            if training_was_complete(payload, extend_to_epochs=epochs):
+                wanted = final_validation and TrainingConfig.from_dict(payload["training_config"]).final_validation
+                validation_pending = wanted and not validation_is_done(fold_dir, training_config.fold)
+                if context.is_main:
+                    print(what_complete_run_does(fold_dir, payload["epoch"], validation_pending, output))
+                if not validation_pending:
+                    return
             weights = ckpt.resolve_backbone_weights(payload["backbone_source"], checkpoint, latest)
         else:
             model_config, training_config = _settings_of_new_run(plans, run_file, str(config_file), options, given)
@@ -124,6 +155,7 @@ def train(
                 raise ConfigError(
                     f"{fold_dir} already holds a training run; pass --continue to resume it or choose another -o"
                 )
+            read_split(plans_dir, training_config.fold)  # a fold the splits lack is refused before fold_F exists
             weights = backbone_weights_for(model_config.backbone, checkpoint)
             if context.is_main:
                 write_run_settings(fold_dir / RUN_SETTINGS_FILE, model_config, training_config)
@@ -156,6 +188,28 @@ def train(
         ) from None
     finally:
         shutdown_distributed(context)
+
+
+def training_was_complete(payload: dict, *, extend_to_epochs: int | None) -> bool:
+    """Whether a checkpoint's run had trained every epoch of its schedule (and ``--epochs`` asks for no more)."""
+    epochs = payload["schedule"]["epochs"]
+    return payload["epoch"] >= epochs and (extend_to_epochs is None or extend_to_epochs <= epochs)
+
+
+def validation_is_done(fold_dir: Path, fold: int) -> bool:
+    """The final validation wrote its summary (``fold_all`` has no validation cases, so nothing to do)."""
+    return fold == -1 or (fold_dir / "validation" / "summary.json").is_file()
+
+
+def what_complete_run_does(fold_dir: Path, epochs: int, validation_pending: bool, output: Path) -> str:
+    """The line ``train --continue`` prints for a run that had trained every epoch."""
+    done = f"training was complete: {fold_dir} trained all {epochs} epochs (checkpoint_final.pt)"
+    if validation_pending:
+        return f"{done}; running the final validation, which had not finished"
+    return (
+        f"{done}; nothing to resume. To train longer pass --epochs N (more than {epochs}) with --continue; "
+        f"to predict: masksam predict -i IMAGES -o OUTPUT -m {output}"
+    )
 
 
 def resume_command(options: dict, fold: int) -> str:

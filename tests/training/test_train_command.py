@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+import typer
 
+from masksam.cli.train_command import parse_fold, what_complete_run_does
 from masksam.training.checkpoint import read_checkpoint
+
+MASKSAM = shutil.which("masksam")
+needs_script = pytest.mark.skipif(MASKSAM is None, reason="the masksam console script is not installed")
+# One thread per child process; a wide terminal so help lines are not wrapped.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "250"}
 
 
 def masksam(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "masksam", *args], capture_output=True, text=True, timeout=600)
+
+
+def installed_masksam(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script, as the user runs it."""
+    return subprocess.run([MASKSAM, *args], capture_output=True, text=True, timeout=300, env=ENV)
 
 
 @pytest.mark.slow
@@ -48,4 +62,69 @@ def test_train_refuses_a_backbone_without_weights(planned_dataset, tmp_path):
     assert (
         result.stderr.strip()
         == f"masksam: error: {tmp_path / 'missing.pth'}: backbone weights not found; check --checkpoint"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fold"), [("0", 0), ("3", 3), ("-1", -1), ("all", -1), ("ALL", -1)], ids=["0", "3", "-1", "all", "ALL"]
+)
+def test_fold_all_is_minus_one(text: str, fold: int) -> None:
+    assert parse_fold(text) == fold
+
+
+@pytest.mark.parametrize("text", ["seven", "-2", "0,1"])
+def test_other_folds_are_usage_errors(text: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_fold(text)
+
+
+@needs_script
+def test_help_shows_the_tensorboard_extra_and_fold_all() -> None:
+    result = installed_masksam("train", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'masksam[tensorboard]'" in result.stdout  # rich took [tensorboard] for markup
+    assert "all (same as -1" in result.stdout
+
+
+@needs_script
+def test_a_refused_fold_leaves_no_fold_folder(planned_dataset, tmp_path) -> None:
+    raw, plans_dir = planned_dataset
+    output = tmp_path / "model"
+    result = installed_masksam(
+        "train", str(raw), "-o", str(output), "--plans", str(plans_dir), "--backbone", "tiny", "--fold", "7"
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"masksam: error: {plans_dir / 'splits_final.json'}: fold 7 does not exist; choose 0..2 or -1 for all cases"
+    )
+    assert not (output / "fold_7").exists()
+
+
+@needs_script
+@pytest.mark.slow  # about 15 s: one epoch, then the script again
+def test_fold_all_trains_every_case_and_continue_says_the_run_was_complete(planned_dataset, tmp_path) -> None:
+    raw, plans_dir = planned_dataset
+    output = tmp_path / "model"
+    common = ["--plans", str(plans_dir), "--backbone", "tiny", "--device", "cpu", "-j", "0", "--fold", "all"]
+    first = installed_masksam(
+        "train", str(raw), "-o", str(output), *common, "--epochs", "1", "--iters-per-epoch", "1", "--batch-size", "1"
+    )
+    assert first.returncode == 0, first.stderr
+    fold = output / "fold_all"
+    payload = read_checkpoint(fold / "checkpoint_final.pt")
+    assert payload["training_config"]["fold"] == -1 and payload["epoch"] == 1
+    modified = (fold / "checkpoint_final.pt").stat().st_mtime_ns
+
+    again = installed_masksam("train", str(raw), "-o", str(output), *common, "--continue")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == what_complete_run_does(fold, 1, False, output)
+    assert "training was complete" in again.stdout and "nothing to resume" in again.stdout
+    assert (fold / "checkpoint_final.pt").stat().st_mtime_ns == modified  # nothing trained or written again
+
+
+def test_a_complete_run_whose_validation_was_cut_short_runs_only_the_validation(tmp_path) -> None:
+    line = what_complete_run_does(tmp_path / "fold_0", 5, True, tmp_path)
+    assert line == (
+        f"training was complete: {tmp_path / 'fold_0'} trained all 5 epochs (checkpoint_final.pt); running the "
+        "final validation, which had not finished"
     )
