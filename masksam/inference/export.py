@@ -104,14 +104,18 @@ def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: 
 def write_probabilities(
     class_maps: Iterable[np.ndarray], path: Path, *, class_names: list[str], inputs: Iterable[Path] = ()
 ) -> Path:
-    """Writes class scores as ``.npz`` (keys ``probabilities`` (K, X, Y, Z) float16 and ``class_names``).
+    """Writes class probabilities as ``.npz``, as nnU-Net does: key ``probabilities``, (K, z, y, x) float16.
+
+    nnU-Net stores the array in its image readers' axis order, which reverses the NIfTI array's (x, y, z) (a 2D
+    file of shape (x, y) gives (K, 1, y, x)); so ``probabilities[k]`` is class k's map transposed. A second key,
+    ``class_names``, names the K classes in order (class k is the k-th label value of dataset.json).
 
     The maps are compressed into the archive one class at a time (zlib level 1: about 5x faster than numpy's
     default level for 10-20 % larger files), so the whole (K, X, Y, Z) array never has to be in memory.
 
     Args:
         class_maps: K arrays (X, Y, Z) in the input file's voxel order, in class order (a (K, X, Y, Z) array
-            works too).
+            works too); each is written transposed, (Z, Y, X).
         path: Output ``.npz`` file.
         class_names: K names, in class order.
         inputs: Files that must not be overwritten.
@@ -129,7 +133,7 @@ def write_probabilities(
     def write(tmp: str) -> None:
         maps = iter(class_maps)
         first = np.asarray(next(maps))
-        shape = (len(class_names), *first.shape)
+        shape = (len(class_names), *first.shape[::-1])  # (K, Z, Y, X)
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": shape}
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             with archive.open("probabilities.npy", "w", force_zip64=True) as member:
@@ -138,7 +142,7 @@ def write_probabilities(
                 for class_map in itertools.chain([first], maps):
                     if class_map.shape != first.shape:
                         raise ValueError(f"class map {count} has shape {class_map.shape}, not {first.shape}")
-                    block = np.ascontiguousarray(class_map, dtype="<f2")  # (X, Y, Z) in C order
+                    block = np.ascontiguousarray(np.asarray(class_map).T, dtype="<f2")  # (Z, Y, X) in C order
                     member.write(memoryview(block.reshape(-1).view(np.uint8)))
                     count += 1
             if count != len(class_names):

@@ -106,14 +106,15 @@ def test_an_input_is_never_overwritten(tmp_path: Path, how: str) -> None:
     assert source.read_bytes() == before
 
 
-def test_probabilities_npz(tmp_path: Path) -> None:
-    scores = np.random.default_rng(0).random((3, 4, 5, 6)).astype(np.float32)
+def test_probabilities_npz_in_nnunets_axis_order(tmp_path: Path) -> None:
+    scores = np.random.default_rng(0).random((3, 4, 5, 6)).astype(np.float32)  # (K, X, Y, Z), file order
     path = probabilities_path(tmp_path / "case.1.nii.gz")
     assert path.name == "case.1.npz"
     write_probabilities(scores, path, class_names=["background", "a", "b"])
     with np.load(path) as stored:
         assert stored["probabilities"].dtype == np.float16
-        np.testing.assert_allclose(stored["probabilities"], scores, atol=1e-3)
+        assert stored["probabilities"].shape == (3, 6, 5, 4)  # (K, z, y, x) as nnU-Net's readers give the array
+        np.testing.assert_allclose(stored["probabilities"], scores.transpose(0, 3, 2, 1), atol=1e-3)
         assert stored["class_names"].tolist() == ["background", "a", "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.1.npz"]
 
@@ -123,7 +124,7 @@ def test_probabilities_are_streamed_class_by_class(tmp_path: Path) -> None:
     transposed = [m.transpose(2, 0, 1).copy().transpose(1, 2, 0) for m in maps]  # same values, other strides
     write_probabilities(iter(transposed), tmp_path / "case.npz", class_names=["a", "b", "c"])
     with np.load(tmp_path / "case.npz") as stored:
-        np.testing.assert_array_equal(stored["probabilities"], np.stack(maps))
+        np.testing.assert_array_equal(stored["probabilities"], np.stack(maps).transpose(0, 3, 2, 1))
     with pytest.raises(ValueError, match="2 class maps for 3 class names"):
         write_probabilities(iter(maps[:2]), tmp_path / "short.npz", class_names=["a", "b", "c"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.npz"]  # the failed write left nothing
