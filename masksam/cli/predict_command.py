@@ -1,7 +1,9 @@
 """``masksam predict``: label maps for a folder of NIfTI cases, with the inputs' exact geometry.
 
-Checkpoint choice: by default each fold's ``checkpoint_final.pt``; a fold whose training has not finished
-falls back to ``checkpoint_latest.pt`` with a warning (so a long run can be tried before it ends). Naming
+Folds, as nnU-Net: by default the ensemble is the finished cross-validation folds (``fold_0``, ``fold_1``, ...);
+``fold_all`` (``train --fold all``) only when asked for (``-f all``). Each fold gives its ``checkpoint_final.pt``;
+a fold whose training has not finished is refused, unless ``--allow-unfinished`` takes its
+``checkpoint_latest.pt`` (with a warning: a long run can be tried before it ends). Naming
 ``--checkpoint final|best|latest`` makes that file required in every fold.
 
 A case that cannot be predicted (unreadable file, wrong channel count, missing prompt labels, ...) gets one
@@ -25,7 +27,7 @@ from masksam.errors import ConfigError, DatasetError, Interrupted, MaskSamError
 
 
 def parse_folds(folds: str | None) -> list[int] | None:
-    """``"0,1,2"`` -> [0, 1, 2]; ``"all"`` -> [-1] (``fold_all``); None -> every trained fold.
+    """``"0,1,2"`` -> [0, 1, 2]; ``"all"`` -> [-1] (``fold_all``); None -> the finished cross-validation folds.
 
     Raises:
         ConfigError: Not a comma-separated list of fold numbers.
@@ -74,9 +76,20 @@ def predict(
         None,
         "--checkpoint",
         "-c",
-        help="final, best or latest in every fold (default: final, else latest with a warning).",
+        help="final, best or latest in every fold (default: final; see --allow-unfinished).",
     ),
-    folds: str = typer.Option(None, "--folds", "-f", help="Folds to ensemble, e.g. 0,1,2 or all (default: all found)."),
+    folds: str = typer.Option(
+        None,
+        "--folds",
+        "-f",
+        help="Folds to ensemble, e.g. 0,1,2; all is fold_all (train --fold all), used only when asked for "
+        "(default: the finished cross-validation folds fold_0, fold_1, ...).",
+    ),
+    allow_unfinished: bool = typer.Option(
+        False,
+        "--allow-unfinished",
+        help="Use the checkpoint_latest.pt of a fold whose training has not finished (default: refuse the fold).",
+    ),
     no_tta: bool = typer.Option(False, "--no-tta", help="Skip mirroring test-time augmentation (4x faster)."),
     mirror_depth: bool = typer.Option(False, "--mirror-depth", help="Also mirror along the slice axis (8 copies)."),
     step: float = typer.Option(0.5, "--step", min=0.05, max=1.0, help="Window step as a fraction of the patch."),
@@ -120,7 +133,9 @@ def predict(
             f"{prompt_labels_dir}: prompt labels folder not found; "
             "pass a folder of CASE.nii.gz labels with --prompt-labels"
         )
-    paths, warnings = select_checkpoints(model_dir, folds=parse_folds(folds), checkpoint=checkpoint)
+    paths, warnings = select_checkpoints(
+        model_dir, folds=parse_folds(folds), checkpoint=checkpoint, allow_unfinished=allow_unfinished
+    )
     for warning in warnings:
         print(f"masksam: warning: {warning}", file=sys.stderr)
     if resolve_device(device).type == "cpu":

@@ -258,7 +258,8 @@ def _load_model(model_dir: Path, checkpoint: str | None, fold: str | None, devic
     folds = parse_folds(fold)
     if folds is not None and len(folds) != 1:
         raise ConfigError(f"--fold {fold!r}: show draws one model; pass one fold, e.g. --fold 0")
-    paths, warnings = select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint)
+    # A picture of a model in training is fine: its latest checkpoint (with a warning) when it has no final one.
+    paths, warnings = select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint, allow_unfinished=True)
     final = str(paths[0].with_name("checkpoint_final.pt"))
     for warning in warnings:
         if warning.startswith(final):

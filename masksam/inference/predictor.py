@@ -20,7 +20,10 @@ at K = 4 (about 13 GB at K = 16). Both give the same labels where no resampling 
 With ``probabilities=True`` the scores are also kept, in float16 on the preprocessed grid (K × T × H × W × 2
 bytes), and restored to the file grid one class at a time (``Prediction.class_maps``); ``predict_case``
 compresses each class into the ``.npz`` as it comes, so the (K, X, Y, Z) array is never whole in memory.
-Outside the non-zero crop box the background score is 1 and every other score 0 (the label there is background).
+The semantic scores Σ_q softmax(class)[k] · sigmoid(mask_q) are not probabilities (their sum over classes is
+anything from 0 to N), so each voxel's scores are divided by their sum over the K classes (the argmax, hence the
+label map, is unchanged) before they are restored: linear resampling keeps a sum of 1, and outside the non-zero
+crop box the background probability is 1 and every other 0 (the label there is background).
 
 Ground-truth prompts (``MaskSamConfig.prompt_mode == "ground_truth"``, the paper's "GT bbox" rows). Such a model
 takes its box prompts from the reference labels, so a case is predicted together with its labels: they are
@@ -62,6 +65,7 @@ from masksam.inference.semantic import query_scores
 from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores
 from masksam.inference.tta import mirror_axes, with_mirroring
 from masksam.training.checkpoint import (
+    CHECKPOINT_NAMES,
     TrainedModel,
     checkpoint_path,
     find_fold_checkpoints,
@@ -69,6 +73,8 @@ from masksam.training.checkpoint import (
     load_trained_model,
 )
 
+# A voxel whose class scores sum to no more than this is called background (its probabilities are 1, 0, ...).
+_EMPTY_SCORE = 1e-6
 # Plans fields that must agree between folds for their predictions to be averaged.
 _SHARED_PLANS_FIELDS = ("channel_names", "labels", "num_classes", "transpose", "target_spacing", "anisotropic")
 
@@ -80,7 +86,8 @@ class Prediction:
     Attributes:
         labels: (X, Y, Z) label values (uint8, or int16 beyond 255), file voxel order.
         affine: The file's 4x4 affine.
-        scores: (K, T, H, W) float16 class scores on the preprocessed grid, or None.
+        scores: (K, T, H, W) float16 class scores on the preprocessed grid (the folds' mean semantic scores, not
+            normalised), or None.
         properties: The preprocessing properties that map ``scores`` back to the file grid.
     """
 
@@ -90,70 +97,131 @@ class Prediction:
     properties: dict | None = None
 
     def class_maps(self) -> Iterator[np.ndarray]:
-        """Each class's scores on the file grid, one (X, Y, Z) float32 array at a time (see module docstring).
+        """Each class's probabilities on the file grid, one (X, Y, Z) float32 array at a time.
+
+        A voxel's probabilities are its class scores divided by their sum over the classes, so they sum to 1 (a
+        voxel whose scores are all 0 is background); see the module docstring.
 
         Raises:
             ValueError: The prediction was made without scores.
         """
         if self.scores is None or self.properties is None:
             raise ValueError("no class scores kept; predict with probabilities=True")
+        total = self.scores.sum(axis=0, dtype=np.float32)  # (T, H, W)
+        empty = total <= _EMPTY_SCORE
+        total[empty] = 1.0
         for index in range(self.scores.shape[0]):  # one float32 class map at a time bounds memory
-            channel = self.scores[index : index + 1].astype(np.float32)  # (1, T, H, W)
+            channel = (self.scores[index] / total)[None].astype(np.float32)  # (1, T, H, W), sums to 1 over classes
+            channel[0][empty] = 1.0 if index == 0 else 0.0
             if index == 0:  # restored as 1 - score, so the area outside the crop box gets background score 1
                 channel = 1.0 - channel
             values, _ = restore_original_geometry(channel, self.properties, is_label=False)  # (1, X, Y, Z)
             yield 1.0 - values[0] if index == 0 else values[0]
 
     def probabilities(self) -> np.ndarray:
-        """(K, X, Y, Z) float16 class scores on the file grid (all classes in memory at once)."""
+        """(K, X, Y, Z) float16 class probabilities on the file grid (all classes in memory at once)."""
         maps = [class_map.astype(np.float16) for class_map in self.class_maps()]
         return np.stack(maps)
 
 
-def select_checkpoints(
-    model_dir: Path, *, folds: Sequence[int] | None = None, checkpoint: str | None = None
-) -> tuple[list[Path], list[str]]:
-    """The checkpoint file of every fold to predict with.
+def cross_validation_folds(model_dir: Path) -> list[int]:
+    """The numbered folds of a model folder (``fold_0``, ``fold_1``, ...; not ``fold_all``), in order."""
+    numbers = [path.name.removeprefix("fold_") for path in Path(model_dir).glob("fold_*") if path.is_dir()]
+    return sorted(int(number) for number in numbers if number.isdigit())
 
-    ``checkpoint=None`` takes each fold's ``checkpoint_final.pt`` and falls back to ``checkpoint_latest.pt``
-    (with a warning) for a fold whose training has not finished; a named checkpoint is required as named.
+
+def fold_folder_advice(model_dir: Path) -> str | None:
+    """For ``-m`` given one fold's folder (``MODEL/fold_0``): the options that name it the right way, else None."""
+    model_dir = Path(model_dir)
+    fold = model_dir.name.removeprefix("fold_")
+    if not model_dir.name.startswith("fold_") or not (fold.isdigit() or fold == "all"):
+        return None
+    if not any(checkpoint_path(model_dir, name).is_file() for name in CHECKPOINT_NAMES):
+        return None
+    return (
+        f"{model_dir}: is one fold's folder; -m takes the training output folder above it: "
+        f"-m {model_dir.parent} -f {fold}"
+    )
+
+
+def select_checkpoints(
+    model_dir: Path,
+    *,
+    folds: Sequence[int] | None = None,
+    checkpoint: str | None = None,
+    allow_unfinished: bool = False,
+) -> tuple[list[Path], list[str]]:
+    """The checkpoint file of every fold to predict with (nnU-Net's conventions).
+
+    By default the ensemble is the finished cross-validation folds, ``fold_0``, ``fold_1``, ... (``fold_all`` only
+    when asked for, as fold -1): mixing the model trained on every case with the folds, or a fold whose training
+    was cut short, would change the result without a word. ``checkpoint=None`` takes each fold's
+    ``checkpoint_final.pt``; a fold without one is refused unless ``allow_unfinished`` (then its
+    ``checkpoint_latest.pt``, with a warning). A named checkpoint is required as named in every fold.
 
     Args:
         model_dir: Training output folder (``MODEL_DIR/fold_F/checkpoint_*.pt``).
-        folds: Folds to use (-1 for ``fold_all``); None for every fold found.
+        folds: Folds to use (-1 for ``fold_all``); None for every numbered fold found.
         checkpoint: ``final``, ``best``, ``latest``, or None (see above).
+        allow_unfinished: Use the latest checkpoint of a fold whose training has not finished.
 
     Returns:
         (checkpoint paths, warnings to show).
 
     Raises:
-        CheckpointError: The folder or a requested checkpoint does not exist.
+        CheckpointError: The folder or a requested checkpoint does not exist, ``-m`` names a fold's folder, or a
+            fold is unfinished (without ``allow_unfinished``).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: model folder not found; pass the output folder of 'masksam train' with -m")
+    advice = fold_folder_advice(model_dir)
+    if advice is not None:
+        raise CheckpointError(advice)
+    folds = list(folds) if folds else cross_validation_folds(model_dir)
+    if not folds:
+        if any(checkpoint_path(fold_dir(model_dir, -1), name).is_file() for name in CHECKPOINT_NAMES):
+            raise CheckpointError(
+                f"{model_dir}: only fold_all (trained on every case) is there; predict with it by asking for it: -f all"
+            )
+        raise CheckpointError(
+            f"{model_dir}: no fold_*/checkpoint_final.pt or checkpoint_latest.pt; train first "
+            f"('masksam train DATASET -o {model_dir} --fold 0') or check -m"
+        )
     if checkpoint is not None:
-        return find_fold_checkpoints(model_dir, list(folds) if folds else None, checkpoint), []
-    if folds:
-        directories = [fold_dir(model_dir, fold) for fold in folds]
-    else:
-        directories = sorted(path for path in model_dir.glob("fold_*") if path.is_dir())
-    paths, warnings = [], []
-    for directory in directories:
+        return find_fold_checkpoints(model_dir, folds, checkpoint), []
+    paths, warnings, unfinished = [], [], []
+    for fold in folds:
+        directory = fold_dir(model_dir, fold)
         final, latest = checkpoint_path(directory, "final"), checkpoint_path(directory, "latest")
         if final.is_file():
             paths.append(final)
-        elif latest.is_file():
+        elif not directory.is_dir():
+            raise CheckpointError(f"{final}: checkpoint not found (no {directory.name}); train that fold or change -f")
+        elif not latest.is_file():
+            if allow_unfinished:
+                warnings.append(f"{directory}: no checkpoint (training never finished an epoch); fold left out")
+            else:
+                unfinished.append((directory, "has no checkpoint"))
+        elif allow_unfinished:
             paths.append(latest)
-            warnings.append(f"{final} not found (training unfinished?); using {latest.name} instead")
-        elif folds:
-            raise CheckpointError(
-                f"{final}: checkpoint not found (nor {latest.name}); train that fold or change --folds"
-            )
+            warnings.append(f"{final} not found (training unfinished); using {latest.name} instead")
+        else:
+            unfinished.append((directory, f"has only {latest.name}"))
+    if unfinished:
+        directory, what = unfinished[0]
+        others = f" (and {len(unfinished) - 1} more fold(s))" if len(unfinished) > 1 else ""
+        finished = [fold for fold in folds if checkpoint_path(fold_dir(model_dir, fold), "final").is_file()]
+        leave_out = f", predict with the finished folds only (-f {','.join(map(str, finished))})" if finished else ""
+        raise CheckpointError(
+            f"{directory}: training unfinished, no checkpoint_final.pt ({what}){others}; finish it with "
+            f"'masksam train ... --fold {directory.name.removeprefix('fold_')} --continue'{leave_out}, "
+            "or pass --allow-unfinished to use the latest checkpoint"
+        )
     if not paths:
         raise CheckpointError(
             f"{model_dir}: no fold_*/checkpoint_final.pt or checkpoint_latest.pt; train first "
-            f"('masksam train ... -o {model_dir}') or check -m"
+            f"('masksam train DATASET -o {model_dir} --fold 0') or check -m"
         )
     return paths, warnings
 

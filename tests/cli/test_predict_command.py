@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +20,16 @@ from masksam.errors import CheckpointError, ConfigError, DatasetError, MaskSamEr
 from masksam.inference.predictor import Predictor
 from masksam.model.masksam import build_masksam
 from masksam.training.checkpoint import BackboneSource, model_payload, save_atomic
+
+MASKSAM = shutil.which("masksam")
+needs_script = pytest.mark.skipif(MASKSAM is None, reason="the masksam console script is not installed")
+
+
+def run_masksam(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script (one thread: it shares the machine with the test run)."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([MASKSAM, *args], capture_output=True, text=True, timeout=120, env=environment)
+
 
 app = typer.Typer(pretty_exceptions_enable=False)
 app.command()(predict)
@@ -95,15 +108,45 @@ def test_bad_cases_get_one_line_each_and_the_others_are_written(tmp_path: Path, 
     assert "wrote 2 of 4 case(s)" in result.stdout
 
 
-def test_unfinished_fold_falls_back_to_latest_with_a_warning(tmp_path: Path, model_dir: Path) -> None:
+def test_allow_unfinished_takes_the_latest_checkpoint_with_a_warning(tmp_path: Path, model_dir: Path) -> None:
     write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
-    result = invoke("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--save-probabilities")
+    args = ["-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--save-probabilities", "--no-tta"]
+    result = invoke(*args, "--allow-unfinished")
     assert result.exit_code == 0, result.output
     assert "fold_1/checkpoint_final.pt not found" in result.stderr and "checkpoint_latest.pt" in result.stderr
     assert "with 2 fold(s)" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.nii.gz", "case.npz"]
     with np.load(tmp_path / "out" / "case.npz") as stored:
-        assert stored["probabilities"].shape == (3, 40, 36, 8)
+        probabilities = stored["probabilities"]
+    assert probabilities.shape == (3, 8, 36, 40)  # nnU-Net's (C, z, y, x) of a (40, 36, 8) file
+    np.testing.assert_allclose(probabilities.astype(np.float32).sum(axis=0), 1.0, atol=5e-3)
+    labels = np.asarray(nib.load(str(tmp_path / "out" / "case.nii.gz")).dataobj)  # (x, y, z)
+    assert np.mean(probabilities.argmax(axis=0).T == labels) > 0.95  # the same classes win, up to resampling
+
+
+@needs_script
+def test_default_ensemble_refuses_an_unfinished_fold(tmp_path: Path, model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    result = run_masksam("predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_dir))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"masksam: error: {model_dir / 'fold_1'}: training unfinished, no checkpoint_final.pt (has only "
+        "checkpoint_latest.pt); finish it with 'masksam train ... --fold 1 --continue', predict with the finished "
+        "folds only (-f 0), or pass --allow-unfinished to use the latest checkpoint"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@needs_script
+def test_a_fold_folder_as_model_folder_gets_the_right_options(tmp_path: Path, model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    fold = model_dir / "fold_0"
+    result = run_masksam("predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(fold))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"masksam: error: {fold}: is one fold's folder; -m takes the training output folder above it: "
+        f"-m {model_dir} -f 0"
+    )
 
 
 def test_continue_predicts_only_the_missing_cases(tmp_path: Path, model_dir: Path) -> None:
@@ -154,7 +197,7 @@ def test_continue_predicts_only_the_missing_cases(tmp_path: Path, model_dir: Pat
         pytest.param(
             lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "-c", "best"],
             CheckpointError,
-            "no fold_*/checkpoint_best.pt",
+            "fold_0/checkpoint_best.pt: checkpoint not found",
             id="named-checkpoint-missing",
         ),
         pytest.param(

@@ -67,23 +67,37 @@ def make_model_dir(root: Path, layout: dict[str, list[str]]) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("layout", "folds", "checkpoint", "expected", "warned"),
+    ("layout", "folds", "checkpoint", "unfinished", "expected", "warned"),
     [
-        pytest.param({"fold_0": ["final"], "fold_1": ["final"]}, None, None, ["0/final", "1/final"], 0, id="finals"),
         pytest.param(
-            {"fold_0": ["final"], "fold_1": ["latest"]}, None, None, ["0/final", "1/latest"], 1, id="fallback"
+            {"fold_0": ["final"], "fold_1": ["final"]}, None, None, False, ["0/final", "1/final"], 0, id="finals"
         ),
-        pytest.param({"fold_0": ["final"], "fold_1": []}, None, None, ["0/final"], 0, id="skip-empty-fold"),
         pytest.param(
-            {"fold_0": ["final", "best"], "fold_1": ["best"]}, None, "best", ["0/best", "1/best"], 0, id="best"
+            {"fold_0": ["final"], "fold_1": ["final"], "fold_all": ["final"]}, None, None, False,
+            ["0/final", "1/final"], 0, id="cross-validation-folds-without-fold-all",
         ),
-        pytest.param({"fold_0": ["final"], "fold_1": ["final"]}, [1], None, ["1/final"], 0, id="one-fold"),
-        pytest.param({"fold_all": ["latest"]}, [-1], None, ["all/latest"], 1, id="fold-all"),
+        pytest.param(
+            {"fold_0": ["final"], "fold_1": ["latest"]}, None, None, True, ["0/final", "1/latest"], 1,
+            id="allow-unfinished",
+        ),
+        pytest.param(
+            {"fold_0": ["final"], "fold_1": []}, None, None, True, ["0/final"], 1, id="allow-unfinished-empty-fold"
+        ),
+        pytest.param(
+            {"fold_0": ["final", "best"], "fold_1": ["best"]}, None, "best", False, ["0/best", "1/best"], 0, id="best"
+        ),
+        pytest.param({"fold_0": ["final"], "fold_1": ["final"]}, [1], None, False, ["1/final"], 0, id="one-fold"),
+        pytest.param({"fold_all": ["final"], "fold_0": ["final"]}, [-1], None, False, ["all/final"], 0, id="fold-all"),
+        pytest.param({"fold_all": ["latest"]}, [-1], None, True, ["all/latest"], 1, id="fold-all-unfinished"),
+        pytest.param(
+            {f"fold_{f}": ["final"] for f in (0, 2, 10)}, None, None, False, ["0/final", "2/final", "10/final"], 0,
+            id="numeric-order",
+        ),
     ],
-)
-def test_select_checkpoints(tmp_path: Path, layout, folds, checkpoint, expected, warned) -> None:
+)  # fmt: skip
+def test_select_checkpoints(tmp_path: Path, layout, folds, checkpoint, unfinished, expected, warned) -> None:
     model_dir = make_model_dir(tmp_path / "model", layout)
-    paths, warnings = select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint)
+    paths, warnings = select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint, allow_unfinished=unfinished)
     assert [f"{p.parent.name.removeprefix('fold_')}/{p.stem.removeprefix('checkpoint_')}" for p in paths] == expected
     assert len(warnings) == warned and all("\n" not in w for w in warnings)
 
@@ -93,11 +107,23 @@ def test_select_checkpoints(tmp_path: Path, layout, folds, checkpoint, expected,
     [
         pytest.param(None, None, None, "model folder not found", id="no-folder"),
         pytest.param({}, None, None, "no fold_\\*/checkpoint_final.pt or checkpoint_latest.pt", id="empty"),
-        pytest.param({"fold_0": ["best"]}, None, None, "no fold_", id="only-best"),
+        pytest.param({"fold_0": ["best"]}, None, None, "training unfinished", id="only-best"),
         pytest.param({"fold_0": ["latest"]}, None, "final", "checkpoint_final.pt", id="named-missing"),
         pytest.param({"fold_0": ["final"]}, [3], None, "fold_3/checkpoint_final.pt: checkpoint not found", id="fold"),
+        pytest.param(
+            {"fold_0": ["final"], "fold_1": ["latest"], "fold_2": ["final"]}, None, None,
+            "fold_1: training unfinished, no checkpoint_final.pt \\(has only checkpoint_latest.pt\\); finish it with "
+            "'masksam train ... --fold 1 --continue', predict with the finished folds only \\(-f 0,2\\), or pass "
+            "--allow-unfinished",
+            id="unfinished-fold",
+        ),
+        pytest.param(
+            {"fold_0": ["final"], "fold_1": []}, None, None, "fold_1: training unfinished.*has no checkpoint",
+            id="fold-without-checkpoint",
+        ),
+        pytest.param({"fold_all": ["final"]}, None, None, "only fold_all .* -f all", id="only-fold-all"),
     ],
-)
+)  # fmt: skip
 def test_select_checkpoints_errors(tmp_path: Path, layout, folds, checkpoint, message) -> None:
     model_dir = tmp_path / "model"
     if layout is not None:
@@ -106,6 +132,17 @@ def test_select_checkpoints_errors(tmp_path: Path, layout, folds, checkpoint, me
     with pytest.raises(CheckpointError, match=message) as error:
         select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("fold", ["0", "all"])
+def test_a_fold_folder_given_as_model_folder_gets_the_right_options(tmp_path: Path, fold: str) -> None:
+    model_dir = make_model_dir(tmp_path / "model", {f"fold_{fold}": ["final"]})
+    with pytest.raises(CheckpointError) as error:
+        select_checkpoints(model_dir / f"fold_{fold}")
+    assert str(error.value) == (
+        f"{model_dir / f'fold_{fold}'}: is one fold's folder; -m takes the training output folder above it: "
+        f"-m {model_dir} -f {fold}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------- geometry
@@ -224,6 +261,21 @@ def test_probabilities_on_the_file_grid() -> None:
     np.testing.assert_array_equal(scores[:, :4][0], 1)  # outside the crop box: background
     np.testing.assert_array_equal(scores[:, :4][1:], 0)
     np.testing.assert_array_equal(prediction.labels[:4], 0)
+
+
+@pytest.mark.parametrize("anisotropic", [False, True], ids=["isotropic", "anisotropic"])
+def test_probabilities_sum_to_one_per_voxel(anisotropic: bool) -> None:
+    spacing = (6.0, 1.5, 1.5) if anisotropic else (1.0, 1.0, 1.0)
+    plans = make_plans(target_spacing=spacing, anisotropic=anisotropic)
+    image = synthetic_image((30, 26, 7), border=(4, 2))
+    prediction = Predictor([stub_model(plans, certainty=2.0)], tta=False).predict(
+        image[None], affine_of((1.2, 1.3, 5.0)), probabilities=True
+    )
+    raw = prediction.scores.astype(np.float32).sum(axis=0)
+    assert raw.max() > 1.1 or raw.min() < 0.9  # the semantic scores themselves do not sum to 1
+    probabilities = prediction.probabilities().astype(np.float32)  # resampled to the file grid
+    assert probabilities.min() >= 0
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=5e-3)  # float16 rounding of K values
 
 
 def test_folds_of_different_plans_are_refused(tmp_path: Path) -> None:
