@@ -1,7 +1,8 @@
 """Evaluating a folder of predicted label maps against a folder of references, and ``summary.json``.
 
-Files are matched by name (nnU-Net naming, ``CASE.nii.gz``): every reference case needs a prediction of the
-same name; other files in the prediction folder (``summary.json``, probability ``.npz``, predictions without a
+Files are matched by name (nnU-Net naming, ``CASE.nii.gz``): every reference case (or each of the chosen ones)
+needs a prediction of the same name, unless only the predicted cases are asked for (nnU-Net's ``--chill``); other
+files in the prediction folder (``summary.json``, probability ``.npz``, predictions without a
 reference) are ignored. Each pair must share shape and affine; the spacing of the metrics is the reference's.
 Classes come from a ``dataset.json`` (every label except background) or, without one, from the label values
 found in the references. Per class, Dice and HD95 are averaged over all cases (absent in both = Dice 1, HD95 0;
@@ -20,11 +21,16 @@ from masksam.data.cache import write_json_atomic
 from masksam.data.io import read_dataset_json, read_volume
 from masksam.data.parallel import map_cases
 from masksam.data.validation import AFFINE_ATOL, AFFINE_RTOL
-from masksam.errors import DatasetError
+from masksam.errors import ConfigError, DatasetError
 from masksam.evaluation.metrics import HD_PERCENTILE, ClassMetrics, label_metrics
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 SUMMARY_FILE = "summary.json"
+# The order of the folders differs from nnU-Net's; said wherever a swap is the likely mistake.
+SWAPPED_HINT = (
+    "masksam evaluate takes PREDICTION_DIR first and REFERENCE_DIR second (nnUNetv2_evaluate_folder takes the "
+    "reference first)"
+)
 
 DEFINITIONS = {
     "Dice": "2*|P and R| / (|P| + |R|) in voxels, per class and case",
@@ -118,6 +124,7 @@ class EvaluationSummary:
         foreground_dice: Mean of the class means of Dice.
         foreground_hd95: Mean of the class means of HD95 (mm).
         ignored_files: Files of the prediction folder that were not evaluated.
+        unpredicted_cases: Reference cases left out because they have no prediction (``only_predicted``).
     """
 
     prediction_dir: Path
@@ -127,6 +134,11 @@ class EvaluationSummary:
     foreground_dice: float
     foreground_hd95: float
     ignored_files: list[str] = field(default_factory=list)
+    unpredicted_cases: list[str] = field(default_factory=list)
+
+    def references_without_foreground(self) -> list[str]:
+        """Cases whose reference holds only background (all of them: the folders are probably swapped)."""
+        return [case.case_id for case in self.cases if not any(value > 0 for value in case.reference_values)]
 
     def to_json(self) -> dict:
         """Returns the content of ``summary.json`` (nnU-Net-like: metric_per_case, mean, foreground_mean)."""
@@ -158,6 +170,7 @@ class EvaluationSummary:
                 for case in self.cases
             ],
             "ignored_prediction_files": list(self.ignored_files),
+            "reference_cases_without_prediction": list(self.unpredicted_cases),
         }
 
 
@@ -202,17 +215,24 @@ def _case_id(file_name: str) -> str | None:
 
 
 def match_cases(
-    prediction_dir: Path, reference_dir: Path, case_ids: Sequence[str] | None = None
-) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    prediction_dir: Path,
+    reference_dir: Path,
+    case_ids: Sequence[str] | None = None,
+    *,
+    only_predicted: bool = False,
+) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pairs every reference label map with the prediction of the same case.
 
     Args:
         prediction_dir: Folder of predicted ``CASE.nii.gz`` (or ``.nii``) files; other files are ignored.
         reference_dir: Folder of reference label maps.
         case_ids: Evaluate only these reference cases (e.g. a fold's validation cases); default: all.
+        only_predicted: Leave out the reference cases without a prediction instead of refusing (nnU-Net's
+            ``--chill``); at least one case must have one.
 
     Returns:
-        ([(case id, prediction file, reference file), ...] sorted by case id, names of ignored prediction-folder files).
+        ([(case id, prediction file, reference file), ...] sorted by case id, names of ignored prediction-folder
+        files, reference cases left out for want of a prediction).
 
     Raises:
         DatasetError: A folder is missing, the reference folder holds no NIfTI file, or predictions are missing.
@@ -242,16 +262,19 @@ def match_cases(
         if found is not None:
             predictions[case_id] = found
     missing = sorted(set(references) - set(predictions))
-    if missing:
+    if missing and only_predicted and predictions:
+        references = {case_id: path for case_id, path in references.items() if case_id in predictions}
+    elif missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(
             f"{prediction_dir}: no prediction for {len(missing)} of {len(references)} reference case(s) "
             f"of {reference_dir}: {shown}; predict them (expected e.g. {prediction_dir / references[missing[0]].name})"
+            + ("" if only_predicted else ", or pass --only-predicted to score the predicted cases only")
         )
     used = {p.name for p in predictions.values()}
     ignored = sorted(p.name for p in prediction_dir.iterdir() if p.name not in used and not p.name.startswith("."))
     pairs = [(case_id, predictions[case_id], path) for case_id, path in sorted(references.items())]
-    return pairs, ignored
+    return pairs, ignored, missing if only_predicted else []
 
 
 def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
@@ -343,6 +366,7 @@ def summarize(
     prediction_dir: Path,
     reference_dir: Path,
     ignored_files: list[str] | None = None,
+    unpredicted_cases: list[str] | None = None,
 ) -> EvaluationSummary:
     """Per-class means over cases and the foreground mean.
 
@@ -352,6 +376,7 @@ def summarize(
         prediction_dir: The prediction folder (recorded).
         reference_dir: The reference folder (recorded).
         ignored_files: Prediction-folder files that were not evaluated (recorded).
+        unpredicted_cases: Reference cases left out for want of a prediction (recorded).
 
     Returns:
         The summary.
@@ -387,6 +412,7 @@ def summarize(
         foreground_dice=float(np.mean([c.dice for c in classes])),
         foreground_hd95=float(np.mean([c.hd95 for c in classes])),
         ignored_files=list(ignored_files or []),
+        unpredicted_cases=list(unpredicted_cases or []),
     )
 
 
@@ -396,6 +422,7 @@ def evaluate_folders(
     *,
     labels: Path | None = None,
     case_ids: Sequence[str] | None = None,
+    only_predicted: bool = False,
     num_workers: int = 2,
     progress: bool = False,
 ) -> EvaluationSummary:
@@ -407,6 +434,7 @@ def evaluate_folders(
         labels: ``dataset.json`` (or its folder) declaring the classes; without it, the classes are the
             non-zero values found in the references.
         case_ids: Evaluate only these reference cases; default: every reference case.
+        only_predicted: Leave out reference cases without a prediction (recorded in the summary).
         num_workers: Worker processes (0 evaluates in this process).
         progress: Show a progress bar.
 
@@ -418,7 +446,7 @@ def evaluate_folders(
             declared, or no class to evaluate.
     """
     prediction_dir, reference_dir = Path(prediction_dir), Path(reference_dir)
-    pairs, ignored = match_cases(prediction_dir, reference_dir, case_ids)
+    pairs, ignored, unpredicted = match_cases(prediction_dir, reference_dir, case_ids, only_predicted=only_predicted)
     declared = read_label_names(labels) if labels is not None else None
     class_ids = tuple(declared) if declared is not None else None
     allowed = (0, *class_ids) if class_ids is not None else None
@@ -427,15 +455,48 @@ def evaluate_folders(
     if declared is None:
         found = sorted({v for r in results for v in r.reference_values if v > 0})
         declared = {value: str(value) for value in found}
+        if not declared:  # before the check of the predictions' values: swapped folders fail that one too
+            raise DatasetError(
+                f"{reference_dir}: the references hold no foreground label; nothing to evaluate. If these are the "
+                f"predictions, the folders are swapped: {SWAPPED_HINT} (or pass --labels dataset.json to evaluate "
+                "declared classes)"
+            )
         _check_unknown_predictions(results, declared)
     if not declared:
-        raise DatasetError(
-            f"{reference_dir}: the references hold no foreground label; nothing to evaluate "
-            "(pass --labels dataset.json to evaluate declared classes)"
-        )
+        raise DatasetError(f"{labels}: declares no foreground label; nothing to evaluate")
     return summarize(
-        results, declared, prediction_dir=prediction_dir, reference_dir=reference_dir, ignored_files=ignored
+        results,
+        declared,
+        prediction_dir=prediction_dir,
+        reference_dir=reference_dir,
+        ignored_files=ignored,
+        unpredicted_cases=unpredicted,
     )
+
+
+def looks_like_reference_folder(folder: Path) -> bool:
+    """Named as nnU-Net names reference label folders (``labelsTr``, ``labelsTs``, ...)."""
+    return Path(folder).name.lower().startswith("labels")
+
+
+def check_summary_destination(path: Path, prediction_dir: Path, reference_dir: Path) -> None:
+    """Refuses to write ``summary.json`` into the reference folder, or into a "prediction" folder named like one
+    (typed in nnU-Net's order, the references come first and would receive it).
+
+    Raises:
+        ConfigError: Either; the message says which and what to do.
+    """
+    folder = Path(path).parent.resolve()
+    if folder == Path(reference_dir).resolve():
+        raise ConfigError(
+            f"{path}: would be written into the reference folder {reference_dir}, which masksam never writes into; "
+            "pass --json with a file elsewhere"
+        )
+    if folder == Path(prediction_dir).resolve() and looks_like_reference_folder(prediction_dir):
+        raise ConfigError(
+            f"{prediction_dir}: named like a reference folder, so summary.json is not written into it; if the "
+            f"folders are swapped, {SWAPPED_HINT}; otherwise pass --json with a file elsewhere"
+        )
 
 
 def write_summary(summary: EvaluationSummary, path: Path) -> Path:

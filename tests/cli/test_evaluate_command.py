@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -87,3 +90,93 @@ def test_help_states_the_empty_mask_rule():
     result = CliRunner().invoke(_app(), ["evaluate", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "diagonal" in result.output and "Dice 1" in result.output
+
+
+# ------------------------------------------------------------------- nnU-Net conventions, the installed script
+
+MASKSAM = shutil.which("masksam")
+needs_script = pytest.mark.skipif(MASKSAM is None, reason="the masksam console script is not installed")
+
+
+def run_masksam(*args: str | Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([MASKSAM, *map(str, args)], capture_output=True, text=True, timeout=120, env=environment)
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """(predictions of an untrained model: background only, labelsTs with one blob per case)."""
+    reference = np.zeros((12, 12, 4), np.uint8)
+    reference[2:6, 2:6, 1:3] = 1
+    for name in ("c1", "c2"):
+        _write(reference, tmp_path / "labelsTs" / f"{name}.nii.gz")
+        _write(np.zeros_like(reference), tmp_path / "pred" / f"{name}.nii.gz")
+    return tmp_path / "pred", tmp_path / "labelsTs"
+
+
+@needs_script
+def test_in_nnunets_order_nothing_is_written_into_the_references(nnunet_folders) -> None:
+    predictions, references = nnunet_folders
+    before = sorted(path.name for path in references.iterdir())
+    result = run_masksam("evaluate", references, predictions, "-j", "0")  # nnUNetv2_evaluate_folder's order
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"masksam: error: {references}: named like a reference folder, so summary.json is not written into it; if "
+        "the folders are swapped, masksam evaluate takes PREDICTION_DIR first and REFERENCE_DIR second "
+        "(nnUNetv2_evaluate_folder takes the reference first); otherwise pass --json with a file elsewhere"
+    )
+    assert sorted(path.name for path in references.iterdir()) == before
+
+
+@needs_script
+def test_json_into_the_reference_folder_is_refused(nnunet_folders) -> None:
+    predictions, references = nnunet_folders
+    result = run_masksam("evaluate", predictions, references, "-j", "0", "--json", references / "summary.json")
+    assert result.returncode == 1
+    assert "would be written into the reference folder" in result.stderr
+    assert not (references / "summary.json").exists()
+
+
+@needs_script
+def test_references_without_foreground_get_a_swap_warning(nnunet_folders, tmp_path: Path) -> None:
+    predictions, references = nnunet_folders
+    swapped = tmp_path / "gt_copy"
+    shutil.copytree(references, swapped)  # not named labels*, so only the empty "references" can tell
+    labels = tmp_path / "dataset.json"
+    description = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "blob": 1}, "numTraining": 2}
+    labels.write_text(json.dumps({**description, "file_ending": ".nii.gz"}))
+    result = run_masksam("evaluate", swapped, predictions, "-j", "0", "--labels", labels, "--json", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    assert f"masksam: warning: no reference in {predictions} holds a foreground label; are the folders swapped?" in (
+        " ".join(result.stderr.split())
+    )
+    without_labels = run_masksam("evaluate", swapped, predictions, "-j", "0", "--json", tmp_path / "t.json")
+    assert without_labels.returncode == 1
+    assert "the folders are swapped: masksam evaluate takes PREDICTION_DIR first" in without_labels.stderr
+
+
+@needs_script
+@pytest.mark.slow  # about 12 s: the script three times
+def test_cases_and_only_predicted_choose_the_cases_scored(tmp_path: Path) -> None:
+    reference = np.zeros((12, 12, 4), np.uint8)
+    reference[2:6, 2:6, 1:3] = 1
+    for name in ("c1", "c2", "c3"):
+        _write(reference, tmp_path / "gt" / f"{name}.nii.gz")
+    for name in ("c1", "c2"):
+        _write(reference, tmp_path / "pred" / f"{name}.nii.gz")
+    predictions, references = tmp_path / "pred", tmp_path / "gt"
+
+    refused = run_masksam("evaluate", predictions, references, "-j", "0")
+    assert refused.returncode == 1 and "pass --only-predicted to score the predicted cases only" in refused.stderr
+
+    chosen = run_masksam("evaluate", predictions, references, "-j", "0", "--cases", "c2")
+    assert chosen.returncode == 0, chosen.stderr
+    summary = json.loads((predictions / "summary.json").read_text())
+    assert [case["case"] for case in summary["metric_per_case"]] == ["c2"]
+
+    predicted = run_masksam("evaluate", predictions, references, "-j", "0", "--only-predicted")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "--only-predicted: 1 reference case(s) without a prediction left out (c3)" in predicted.stderr
+    summary = json.loads((predictions / "summary.json").read_text())
+    assert [case["case"] for case in summary["metric_per_case"]] == ["c1", "c2"]
+    assert summary["reference_cases_without_prediction"] == ["c3"]

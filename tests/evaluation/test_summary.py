@@ -189,7 +189,7 @@ def test_prediction_with_nii_ending_is_matched(folders):
     predictions, references = folders
     (predictions / "case_b.nii.gz").unlink()
     _write(_reference(1), predictions / "case_b.nii")
-    pairs, _ = match_cases(predictions, references)
+    pairs, _, _ = match_cases(predictions, references)
     assert [p.name for _, p, _ in pairs] == ["case_a.nii.gz", "case_b.nii"]
 
 
