@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from masksam.errors import DatasetError
-from masksam.inference.cases import find_prediction_cases
+from masksam.inference.cases import find_case_of_file, find_prediction_cases
 
 
 def touch(folder: Path, *names: str) -> None:
@@ -64,3 +64,50 @@ def test_output_path_and_is_predicted(tmp_path: Path) -> None:
     assert not by_id["d"].is_predicted(out, probabilities=True)
     touch(out, "a.npz")
     assert by_id["a"].is_predicted(out, probabilities=True)
+
+
+@pytest.mark.parametrize(
+    ("names", "num_channels", "advice"),
+    [
+        pytest.param(
+            ["x_0000.nii.gz", "x_0001.nii.gz"], 1,
+            "case x: found channel file(s) _0000, _0001 in {dir} but the model needs 1 channel(s) (_0000.nii.gz); "
+            "move x_0001.nii.gz out of the input folder, or predict with a model trained on 2 channels",
+            id="extra-channel",
+        ),
+        pytest.param(
+            ["x_0000.nii.gz"], 2,
+            "case x: found channel file(s) _0000 in {dir} but the model needs 2 channel(s) (_0000 .. _0001.nii.gz); "
+            "add the missing x_0001.nii.gz (every case needs all the channels the model was trained on)",
+            id="missing-channel",
+        ),
+    ],
+)  # fmt: skip
+def test_channel_advice_says_which_file_to_move_or_add(tmp_path: Path, names, num_channels, advice) -> None:
+    touch(tmp_path, *names)
+    (case,) = find_prediction_cases(tmp_path, num_channels=num_channels)[0]
+    assert case.problem == advice.format(dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("given", "num_channels", "case_id", "files", "problem"),
+    [
+        pytest.param("a_0000.nii.gz", 2, "a", ["a_0000.nii.gz", "a_0001.nii.gz"], False, id="channels-join"),
+        pytest.param("a_0001.nii.gz", 2, "a", ["a_0000.nii.gz", "a_0001.nii.gz"], False, id="any-channel-names-it"),
+        pytest.param("b_0000.nii", 1, "b", ["b_0000.nii"], False, id="nii"),
+        pytest.param("brain.nii.gz", 1, "brain", ["brain.nii.gz"], False, id="any-name-one-channel"),
+        pytest.param("brain.nii.gz", 2, "brain", ["brain.nii.gz"], True, id="any-name-two-channels"),
+        pytest.param("a_0000.nii.gz", 1, "a", ["a_0000.nii.gz"], True, id="extra-sibling"),
+    ],
+)
+def test_the_case_of_one_file(tmp_path: Path, given, num_channels, case_id, files, problem) -> None:
+    touch(tmp_path, "a_0000.nii.gz", "a_0001.nii.gz", "ab_0000.nii.gz", "b_0000.nii", "brain.nii.gz")
+    case = find_case_of_file(tmp_path / given, num_channels=num_channels)
+    assert case.case_id == case_id and [path.name for path in case.files] == files
+    assert (case.problem is not None) == problem
+
+
+def test_the_case_of_a_file_that_is_not_nifti(tmp_path: Path) -> None:
+    touch(tmp_path, "a_0000.png")
+    with pytest.raises(DatasetError, match="not a NIfTI file"):
+        find_case_of_file(tmp_path / "a_0000.png", num_channels=1)
