@@ -1,4 +1,8 @@
-"""``masksam predict``: label maps for a folder of NIfTI cases, with the inputs' exact geometry.
+"""``masksam predict``: label maps for a folder of NIfTI cases (or one case's file), with the inputs' exact geometry.
+
+Inputs as nnU-Net names them: ``CASE_0000.nii.gz`` (``_0001`` ... for more channels). ``-i`` takes a folder of
+them or one such file (the case's other channel files beside it join it). A 2D image gives a 2D label map. A
+channel file that holds only a few integer values (a label map renamed ``CASE_0000``) is predicted with a warning.
 
 Folds, as nnU-Net: by default the ensemble is the finished cross-validation folds (``fold_0``, ``fold_1``, ...);
 ``fold_all`` (``train --fold all``) only when asked for (``-f all``). Each fold gives its ``checkpoint_final.pt``;
@@ -48,15 +52,32 @@ def parse_folds(folds: str | None) -> list[int] | None:
 
 
 def check_output_folder(input_dir: Path, output_dir: Path) -> None:
-    """Refuses to write predictions into the input folder.
+    """Refuses to write predictions into the input folder (the folder of an input file), or into a file.
 
     Raises:
-        ConfigError: ``output_dir`` is ``input_dir`` (after resolving links).
+        ConfigError: ``output_dir`` is the input folder (after resolving links), or is named like a NIfTI file.
     """
-    if output_dir.resolve() == input_dir.resolve():
+    input_folder = input_dir.parent if input_dir.is_file() else input_dir
+    if output_dir.resolve() == input_folder.resolve():
         raise ConfigError(
             f"{output_dir}: the output folder is the input folder; choose another -o so inputs are never overwritten"
         )
+    if output_dir.name.endswith((".nii.gz", ".nii")) and not output_dir.is_dir():
+        raise ConfigError(
+            f"{output_dir}: -o names a folder (CASE.nii.gz is written into it, named after the input case); "
+            f"pass e.g. -o {output_dir.parent / 'predictions'}"
+        )
+
+
+def window_progress(bar):
+    """A ``Predictor`` progress callback that shows a case's windows on a tqdm ``bar`` (reset for each case)."""
+
+    def show(done: int, total: int) -> None:
+        if bar.total != total or done < bar.n:
+            bar.reset(total=total)
+        bar.update(done - bar.n)
+
+    return show
 
 
 def prompt_labels_path(prompt_labels_dir: Path, case_id: str, ending: str) -> Path:
@@ -69,7 +90,12 @@ def prompt_labels_path(prompt_labels_dir: Path, case_id: str, ending: str) -> Pa
 
 
 def predict(
-    input_dir: Path = typer.Option(..., "--input", "-i", help="Folder of CASE_0000.nii.gz files (one per channel)."),
+    input_dir: Path = typer.Option(
+        ...,
+        "--input",
+        "-i",
+        help="Folder of CASE_0000.nii.gz files (one per channel), or one such file (its CASE_0001... join it).",
+    ),
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for CASE.nii.gz label maps (created)."),
     model_dir: Path = typer.Option(..., "--model", "-m", help="Output folder of 'masksam train' (fold_*/...)."),
     checkpoint: str = typer.Option(
@@ -121,12 +147,14 @@ def predict(
     from tqdm import tqdm
 
     from masksam.devices import resolve_device
-    from masksam.inference.cases import find_prediction_cases
+    from masksam.inference.cases import find_case_of_file, find_prediction_cases
     from masksam.inference.predictor import Predictor, select_checkpoints
     from masksam.threads import choose_threads
 
-    if not input_dir.is_dir():
-        raise DatasetError(f"{input_dir}: input folder not found; pass a folder of CASE_0000.nii.gz files with -i")
+    if not input_dir.exists():
+        raise DatasetError(
+            f"{input_dir}: input folder or file not found; pass a folder of CASE_0000.nii.gz files, or one, with -i"
+        )
     check_output_folder(input_dir, output_dir)
     if prompt_labels_dir is not None and not prompt_labels_dir.is_dir():
         raise DatasetError(
@@ -162,7 +190,10 @@ def predict(
             file=sys.stderr,
         )
         prompt_labels_dir = None
-    cases, ignored = find_prediction_cases(input_dir, num_channels=predictor.num_channels)
+    if input_dir.is_file():
+        cases, ignored = [find_case_of_file(input_dir, num_channels=predictor.num_channels)], []
+    else:
+        cases, ignored = find_prediction_cases(input_dir, num_channels=predictor.num_channels)
     if ignored:
         names = ", ".join(path.name for path in ignored[:3]) + (" ..." if len(ignored) > 3 else "")
         print(f"masksam: warning: ignored {len(ignored)} file(s) not named CASE_XXXX (e.g. {names})", file=sys.stderr)
@@ -183,8 +214,14 @@ def predict(
     failed = []
     written = 0
     started = time.perf_counter()
+    # Progress inside a case: its windows, on a second line under the cases' bar (a big case takes minutes).
+    windows = tqdm(desc="windows", unit="window", disable=None, file=sys.stderr, leave=False, position=1)
+
+    def warn(message: str) -> None:
+        tqdm.write(f"masksam: warning: {message}", file=sys.stderr)
+
     try:
-        for case in tqdm(cases, desc="predicting", unit="case", disable=None, file=sys.stderr):
+        for case in tqdm(cases, desc="predicting", unit="case", disable=None, file=sys.stderr, position=0):
             try:
                 if case.problem is not None:
                     raise DatasetError(case.problem)
@@ -196,6 +233,8 @@ def predict(
                     case.output_path(output_dir),
                     save_probabilities=save_probabilities,
                     prompt_labels=labels,
+                    progress=window_progress(windows),
+                    warn=warn,
                 )
                 written += 1
             except MaskSamError as error:
@@ -207,6 +246,8 @@ def predict(
             f"{written} of {len(cases)} case(s) written to {output_dir}; run the same command with --continue "
             "to skip the cases already written"
         ) from None
+    finally:
+        windows.close()
     done = len(cases) - len(failed)
     print(f"wrote {done} of {len(cases)} case(s) to {output_dir} in {time.perf_counter() - started:.1f} s")
     if failed:

@@ -70,7 +70,8 @@ def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: 
     """Writes a label map on the reference image's grid with the reference's header.
 
     Args:
-        labels: (X, Y, Z) integer label values in the reference file's voxel order.
+        labels: (X, Y, Z) integer label values in the reference file's voxel order ((X, Y, 1) for a 2D file,
+            which is written 2D).
         reference: The input image the prediction was made from (its header is copied).
         path: Output ``.nii.gz`` or ``.nii`` file.
         inputs: Files that must not be overwritten (the case's input channels).
@@ -90,6 +91,8 @@ def write_label_map(labels: np.ndarray, reference: Path, path: Path, *, inputs: 
             f"{reference}: prediction of shape {labels.shape} does not fit the image's {spatial_shape}; "
             "this is a bug in masksam, please report it"
         )
+    if len(source.shape) == 2:  # a 2D image (read as X × Y × 1) gets a 2D label map, as nnU-Net writes it
+        labels = labels[..., 0]
     dtype = label_dtype(int(labels.max(initial=0)))
     header = source.header.copy()
     header.set_data_dtype(dtype)

@@ -39,7 +39,7 @@ float32 copy of the preprocessed image.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,7 @@ from masksam.inference.export import (
     write_probabilities,
 )
 from masksam.inference.semantic import query_scores
-from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores
+from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores, window_grid
 from masksam.inference.tta import mirror_axes, with_mirroring
 from masksam.training.checkpoint import (
     CHECKPOINT_NAMES,
@@ -73,6 +73,12 @@ from masksam.training.checkpoint import (
     load_trained_model,
 )
 
+# (windows done, windows in all) of one case, after each batch of windows.
+WindowProgress = Callable[[int, int], None]
+# A channel file with at most this many distinct integer values looks like a label map, not an image.
+_LABEL_LIKE_VALUES = 16
+# Voxels looked at for that (a strided sample: a label map shows its few values in any large sample).
+_LABEL_LIKE_SAMPLE = 1_000_000
 # A voxel whose class scores sum to no more than this is called background (its probabilities are 1, 0, ...).
 _EMPTY_SCORE = 1e-6
 # Plans fields that must agree between folds for their predictions to be averaged.
@@ -268,6 +274,35 @@ def preprocess_prompt_labels(
     class_ids = class_ids.astype(label_dtype(len(label_values) - 1))
     size = tuple(properties["shape_after_resampling"])
     return resample_label(class_ids, size, separate=bool(properties["separate_through_plane"]))
+
+
+def label_like_values(array: np.ndarray) -> list[int] | None:
+    """The values of an image that looks like a label map (a few non-negative integers), else None.
+
+    A strided sample of about a million voxels is looked at: an image has many values in it, a label map its few.
+    """
+    step = max(1, int(np.ceil((array.size / _LABEL_LIKE_SAMPLE) ** (1 / max(array.ndim, 1)))))
+    sample = np.asarray(array[(slice(None, None, step),) * array.ndim])
+    values = np.unique(sample)
+    if len(values) > _LABEL_LIKE_VALUES or values.size == 0 or values.min() < 0:
+        return None
+    if not np.array_equal(values, np.round(values)):
+        return None
+    return [int(value) for value in values]
+
+
+def counting_windows(score_function: ScoreFunction, total: int, progress: WindowProgress) -> ScoreFunction:
+    """``score_function`` that tells ``progress`` (windows done, ``total``) after each batch of windows."""
+    done = 0
+
+    def counted(patches: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        scores = score_function(patches)
+        done += patches.shape[0]
+        progress(done, total)
+        return scores
+
+    return counted
 
 
 class Predictor:
@@ -477,6 +512,12 @@ class Predictor:
                     f"the model has {model.config.num_queries} queries; pass the reference labels of its dataset"
                 )
 
+    def count_windows(self, shape: Sequence[int]) -> int:
+        """How many windows tile a preprocessed volume of (T, H, W) ``shape`` (padded to the patch if smaller)."""
+        patch = self.window.patch_size
+        padded = tuple(max(size, size_patch) for size, size_patch in zip(shape, patch, strict=True))
+        return len(window_grid(padded, patch, self.window.step))
+
     def predict_preprocessed(
         self,
         image: np.ndarray,
@@ -484,6 +525,7 @@ class Predictor:
         keep_scores: bool = False,
         prompt_labels: np.ndarray | None = None,
         where: str = "prompt labels",
+        progress: WindowProgress | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class ids (and optionally scores) of a preprocessed volume.
 
@@ -493,6 +535,7 @@ class Predictor:
             prompt_labels: (T, H, W) reference class ids on the same grid (:func:`preprocess_prompt_labels`);
                 required by ground-truth prompt mode folds, ignored otherwise.
             where: Names the prompt labels in error messages.
+            progress: Called after each batch of windows with (windows done, windows in all).
 
         Returns:
             (class ids (T, H, W) uint8/int16, scores (K, T, H, W) float16 or None).
@@ -511,6 +554,8 @@ class Predictor:
         class_ids = np.empty(volume.shape[1:], dtype=label_dtype(self.num_classes - 1))
         scores = np.empty((self.num_classes, *volume.shape[1:]), np.float16) if keep_scores else None
         score_function = self.score_function(with_prompt_labels=with_labels)
+        if progress is not None:
+            score_function = counting_windows(score_function, self.count_windows(volume.shape[1:]), progress)
         with torch.inference_mode():
             for slab in stream_scores(
                 volume, score_function, num_classes=self.num_classes, config=self.window, device=self.device
@@ -529,6 +574,7 @@ class Predictor:
         probabilities: bool = False,
         prompt_labels: np.ndarray | None = None,
         where: str = "prompt labels",
+        progress: WindowProgress | None = None,
     ) -> Prediction:
         """Predicts one case given as arrays in file order.
 
@@ -539,6 +585,7 @@ class Predictor:
             prompt_labels: (X, Y, Z) reference label values on the image's grid; required by ground-truth prompt
                 mode folds (their box prompts), ignored otherwise.
             where: Names the prompt labels in error messages.
+            progress: Called after each batch of windows with (windows done, windows in all).
 
         Returns:
             The label map on the file grid (and the scores).
@@ -564,7 +611,7 @@ class Predictor:
         if self.needs_prompt_labels:
             labels = preprocess_prompt_labels(prompt_labels, properties, label_values=self.label_values, where=where)
         class_ids, scores = self.predict_preprocessed(
-            preprocessed, keep_scores=probabilities, prompt_labels=labels, where=where
+            preprocessed, keep_scores=probabilities, prompt_labels=labels, where=where, progress=progress
         )
         del preprocessed, labels
         restored, file_affine = restore_original_geometry(class_ids, properties, is_label=True)
@@ -584,6 +631,8 @@ class Predictor:
         *,
         save_probabilities: bool = False,
         prompt_labels: Path | None = None,
+        progress: WindowProgress | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> list[Path]:
         """Predicts one case from its channel files and writes ``output_path`` (and ``CASE.npz``).
 
@@ -593,6 +642,9 @@ class Predictor:
             save_probabilities: Also write the class scores as ``.npz`` beside it.
             prompt_labels: The case's reference label file (nnU-Net ``labelsTr/CASE.nii.gz``) on the image's grid;
                 required by ground-truth prompt mode folds, not read otherwise.
+            progress: Called after each batch of windows with (windows done, windows in all).
+            warn: Told (one line) about a channel file that looks like a label map rather than an image; the case
+                is still predicted.
 
         Returns:
             The files written.
@@ -621,6 +673,13 @@ class Predictor:
             nonfinite = nonfinite_intensities(volume.array)
             if nonfinite is not None:
                 raise DatasetError(f"case {case_id}, file {volume.path}: {nonfinite}; fix or re-export the image")
+            values = label_like_values(volume.array)
+            if values is not None and warn is not None:
+                shown = ", ".join(str(value) for value in values[:8]) + (" ..." if len(values) > 8 else "")
+                warn(
+                    f"case {case_id}, file {volume.path}: holds only the integer values {shown}, like a label map, "
+                    "not an image; predict the images (imagesTs), not the labels (labelsTr)"
+                )
         reference = volumes[0]
         for volume in volumes[1:]:
             if volume.geometry.shape != reference.geometry.shape:
@@ -647,6 +706,7 @@ class Predictor:
             probabilities=save_probabilities,
             prompt_labels=None if labels is None else labels.array,
             where=f"case {case_id}, prompt labels {prompt_labels}",
+            progress=progress,
         )
         del image, labels
         written = [write_label_map(prediction.labels, files[0], Path(output_path), inputs=files)]

@@ -99,6 +99,7 @@ def test_bad_cases_get_one_line_each_and_the_others_are_written(tmp_path: Path, 
     assert len(lines) == 2, result.stderr
     assert "case broken" in lines[0] and "broken_0000.nii.gz: unreadable NIfTI" in lines[0]
     assert "case twochan" in lines[1] and "needs 1 channel(s)" in lines[1]
+    assert "move twochan_0001.nii.gz out of the input folder, or predict with a model trained on 2 channels" in lines[1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_a.nii.gz", "good_b.nii.gz"]
     for case_id, affine in good.items():
         np.testing.assert_allclose(nib.load(str(inputs / f"{case_id}_0000.nii.gz")).affine, affine, atol=1e-5)
@@ -215,7 +216,7 @@ def test_continue_predicts_only_the_missing_cases(tmp_path: Path, model_dir: Pat
         pytest.param(
             lambda tmp, model: ["-i", tmp / "missing", "-o", tmp / "out", "-m", model],
             MaskSamError,
-            "input folder not found",
+            "input folder or file not found",
             id="no-input-folder",
         ),
         pytest.param(
@@ -347,3 +348,57 @@ def test_console_script_prints_one_line_and_exits_1(tmp_path: Path, model_dir: P
         f"masksam: error: {tmp_path / 'in'}: the output folder is the input folder; choose another -o so inputs "
         "are never overwritten"
     ]
+
+
+@needs_script
+def test_one_file_as_input_predicts_that_case(tmp_path: Path, model_dir: Path) -> None:
+    for case_id in ("first", "second"):
+        write_case(tmp_path / "in", case_id, [synthetic_image((40, 36, 8))], oblique())
+    output = tmp_path / "out"
+    result = run_masksam(
+        "predict", "-i", str(tmp_path / "in" / "second_0000.nii.gz"), "-o", str(output), "-m", str(model_dir),
+        "-f", "0", "--no-tta", "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in output.iterdir()) == ["second.nii.gz"]
+    assert nib.load(str(output / "second.nii.gz")).shape == (40, 36, 8)
+
+
+def test_one_file_next_to_its_output_is_refused(tmp_path: Path, model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    result = invoke("-i", tmp_path / "in" / "case_0000.nii.gz", "-o", tmp_path / "in", "-m", model_dir, "-f", "0")
+    assert isinstance(result.exception, ConfigError)
+    assert "the output folder is the input folder" in str(result.exception)
+    result = invoke("-i", tmp_path / "in" / "case_0000.nii.gz", "-o", tmp_path / "case.nii.gz", "-m", model_dir)
+    assert isinstance(result.exception, ConfigError) and "-o names a folder" in str(result.exception)
+
+
+def test_a_2d_image_gets_a_2d_label_map(tmp_path: Path, model_dir: Path) -> None:
+    image = synthetic_image((40, 36, 1))[..., 0]  # (x, y)
+    affine = np.diag([1.5, 1.5, 1.0, 1.0])
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "in" / "slice_0000.nii.gz"))
+    args = ["-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "-f", "0", "--no-tta"]
+    result = invoke(*args, "--save-probabilities")
+    assert result.exit_code == 0, result.output
+    labels = nib.load(str(tmp_path / "out" / "slice.nii.gz"))
+    assert labels.shape == (40, 36) and labels.header["dim"][0] == 2
+    np.testing.assert_array_equal(labels.affine, nib.load(str(tmp_path / "in" / "slice_0000.nii.gz")).affine)
+    with np.load(tmp_path / "out" / "slice.npz") as stored:
+        assert stored["probabilities"].shape == (3, 1, 36, 40)  # nnU-Net's (C, 1, y, x) of a 2D image
+
+
+def test_a_label_map_given_as_image_gets_a_warning(tmp_path: Path, model_dir: Path) -> None:
+    image = synthetic_image((40, 36, 8))
+    labels = np.zeros(image.shape, np.uint8)
+    labels[image > 130], labels[image > 200] = 1, 2
+    write_case(tmp_path / "in", "image", [image], oblique())
+    write_case(tmp_path / "in", "labels", [labels], oblique())  # labelsTr/labels.nii.gz renamed labels_0000
+    result = invoke("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "-f", "0", "--no-tta")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "like a label map" in line]
+    assert warnings == [
+        f"masksam: warning: case labels, file {tmp_path / 'in' / 'labels_0000.nii.gz'}: holds only the integer "
+        "values 0, 1, 2, like a label map, not an image; predict the images (imagesTs), not the labels (labelsTr)"
+    ]
+    assert "wrote 2 of 2 case(s)" in result.stdout

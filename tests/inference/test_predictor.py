@@ -20,7 +20,7 @@ from inference.builders import (
 from masksam.data.io import Geometry
 from masksam.data.preprocessing import preprocess_arrays, restore_original_geometry
 from masksam.errors import CheckpointError, DatasetError
-from masksam.inference.predictor import Predictor, select_checkpoints
+from masksam.inference.predictor import Predictor, label_like_values, select_checkpoints
 from masksam.inference.semantic import semantic_scores
 from masksam.training.checkpoint import load_trained_model
 
@@ -360,3 +360,50 @@ def test_a_subclass_may_override_score_patches_with_the_patches_only() -> None:
     np.testing.assert_array_equal(labels[4:-2, 4:], 1)  # the non-zero crop box
     np.testing.assert_array_equal(labels[:4], 0)
     np.testing.assert_array_equal(labels[:, :4], 0)
+
+
+# ---------------------------------------------------------------------------------------- progress, inputs
+
+
+@pytest.mark.parametrize("windows_per_batch", [1, 3])
+def test_progress_inside_a_case_counts_every_window(windows_per_batch: int) -> None:
+    plans = make_plans()
+    image = synthetic_image((90, 80, 9))[None]
+    predictor = Predictor([stub_model(plans)], tta=False, windows_per_batch=windows_per_batch)
+    calls = []
+    predictor.predict(image, affine_of((1.5, 1.5, 6.0)), progress=lambda done, total: calls.append((done, total)))
+    total = calls[-1][1]
+    assert total > 4 and calls[-1] == (total, total)
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising, one call per batch
+    assert len(calls) == -(-total // windows_per_batch) and {t for _, t in calls} == {total}
+
+
+def test_window_progress_restarts_the_bar_for_each_case() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    from masksam.cli.predict_command import window_progress
+
+    bar = tqdm(file=io.StringIO(), disable=False)
+    show = window_progress(bar)
+    show(2, 6)
+    show(6, 6)
+    assert (bar.n, bar.total) == (6, 6)
+    show(1, 4)  # the next case
+    assert (bar.n, bar.total) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("array", "values"),
+    [
+        pytest.param(np.array([[0, 1], [2, 3]], np.uint8)[..., None].repeat(4, axis=2), [0, 1, 2, 3], id="labels"),
+        pytest.param(np.array([0.0, 1.0, 1.0]).reshape(1, 1, 3), [0, 1], id="float-labels"),
+        pytest.param(synthetic_image((20, 20, 4)), None, id="image"),
+        pytest.param(np.arange(40, dtype=np.int16).reshape(2, 4, 5), None, id="many-integers"),
+        pytest.param(np.array([-1, 0, 1], np.int16).reshape(1, 1, 3), None, id="negative"),
+        pytest.param(np.array([0.5, 1.5]).reshape(1, 1, 2), None, id="fractions"),
+    ],
+)
+def test_label_like_values(array: np.ndarray, values) -> None:
+    assert label_like_values(array) == values
