@@ -137,8 +137,16 @@ def cross_validation_folds(model_dir: Path) -> list[int]:
 
 
 def fold_folder_advice(model_dir: Path) -> str | None:
-    """For ``-m`` given one fold's folder (``MODEL/fold_0``): the options that name it the right way, else None."""
+    """For ``-m`` given one fold's folder (``MODEL/fold_0``) or one of its checkpoint files: the options that name
+    it the right way, else None."""
     model_dir = Path(model_dir)
+    name = model_dir.name.removeprefix("checkpoint_").removesuffix(".pt")
+    if model_dir.is_file() and name in CHECKPOINT_NAMES and fold_folder_advice(model_dir.parent) is not None:
+        fold = model_dir.parent.name.removeprefix("fold_")
+        return (
+            f"{model_dir}: is a checkpoint file; -m takes the training output folder: "
+            f"-m {model_dir.parent.parent} -f {fold} -c {name}"
+        )
     fold = model_dir.name.removeprefix("fold_")
     if not model_dir.name.startswith("fold_") or not (fold.isdigit() or fold == "all"):
         return None
@@ -179,11 +187,11 @@ def select_checkpoints(
             fold is unfinished (without ``allow_unfinished``).
     """
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: model folder not found; pass the output folder of 'masksam train' with -m")
     advice = fold_folder_advice(model_dir)
     if advice is not None:
         raise CheckpointError(advice)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: model folder not found; pass the output folder of 'masksam train' with -m")
     folds = list(folds) if folds else cross_validation_folds(model_dir)
     if not folds:
         if any(checkpoint_path(fold_dir(model_dir, -1), name).is_file() for name in CHECKPOINT_NAMES):

@@ -134,6 +134,16 @@ def test_select_checkpoints_errors(tmp_path: Path, layout, folds, checkpoint, me
     assert "\n" not in str(error.value)
 
 
+def test_a_checkpoint_file_given_as_model_folder_gets_the_right_options(tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path / "model", {"fold_2": ["best"]})
+    with pytest.raises(CheckpointError) as error:
+        select_checkpoints(model_dir / "fold_2" / "checkpoint_best.pt")
+    assert str(error.value) == (
+        f"{model_dir / 'fold_2' / 'checkpoint_best.pt'}: is a checkpoint file; -m takes the training output folder: "
+        f"-m {model_dir} -f 2 -c best"
+    )
+
+
 @pytest.mark.parametrize("fold", ["0", "all"])
 def test_a_fold_folder_given_as_model_folder_gets_the_right_options(tmp_path: Path, fold: str) -> None:
     model_dir = make_model_dir(tmp_path / "model", {f"fold_{fold}": ["final"]})
