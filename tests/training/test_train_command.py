@@ -46,6 +46,13 @@ def test_train_validate_and_continue(planned_dataset, tmp_path):
     assert "already holds a training run; pass --continue" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 
+    (fold / "validation" / "summary.json").unlink()  # as if the final validation had been cut short
+    validated = masksam("train", str(raw), "-o", str(output), *common, "--continue")
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.splitlines()[0] == what_complete_run_does(fold, 1, True, output)
+    assert (fold / "validation" / "summary.json").is_file()
+    assert read_checkpoint(fold / "checkpoint_final.pt")["epoch"] == 1  # no epoch trained
+
     resumed = masksam("train", str(raw), "-o", str(output), *common, "--continue", "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     payload = read_checkpoint(fold / "checkpoint_final.pt")
