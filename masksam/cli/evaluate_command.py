@@ -37,7 +37,9 @@ def evaluate(
         "First, unlike nnUNetv2_evaluate_folder, which takes the reference folder first.",
     ),
     reference_dir: Path = typer.Argument(
-        ..., help="Folder of reference label maps (e.g. labelsTs); each needs a prediction. Never written into."
+        ...,
+        help="Folder of reference label maps (e.g. labelsTs); each needs a prediction (see --only-predicted). "
+        "Never written into.",
     ),
     labels: Path | None = typer.Option(
         None,

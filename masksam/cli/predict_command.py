@@ -97,7 +97,9 @@ def predict(
         help="Folder of CASE_0000.nii.gz files (one per channel), or one such file (its CASE_0001... join it).",
     ),
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for CASE.nii.gz label maps (created)."),
-    model_dir: Path = typer.Option(..., "--model", "-m", help="Output folder of 'masksam train' (fold_*/...)."),
+    model_dir: Path = typer.Option(
+        ..., "--model", "-m", help="Output folder of 'masksam train' (holding fold_0, fold_1, ...), not a fold's."
+    ),
     checkpoint: str = typer.Option(
         None,
         "--checkpoint",
@@ -121,7 +123,10 @@ def predict(
     step: float = typer.Option(0.5, "--step", min=0.05, max=1.0, help="Window step as a fraction of the patch."),
     device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
     save_probabilities: bool = typer.Option(
-        False, "--save-probabilities", help="Also write CASE.npz with float16 class scores on the file grid."
+        False,
+        "--save-probabilities",
+        help="Also write CASE.npz as nnU-Net does: key probabilities, float16, axes (C, z, y, x) on the file grid; "
+        "each voxel's class scores divided by their sum, so they sum to 1.",
     ),
     backbone_checkpoint: Path = typer.Option(
         None, "--backbone-checkpoint", help="Official SAM weights, if the recorded file is not on this machine."
@@ -142,7 +147,10 @@ def predict(
         help="Skip cases whose outputs are already in the output folder (resume an interrupted run).",
     ),
 ) -> None:
-    """Segment every case of a folder and write CASE.nii.gz with the input's affine and header."""
+    """Segment every case of a folder (or one case's file) and write CASE.nii.gz with the input's affine and header.
+
+    Folds as nnU-Net: the finished cross-validation folds are ensembled; fold_all only with -f all.
+    """
     import torch
     from tqdm import tqdm
 
