@@ -143,7 +143,9 @@ def show(
     checkpoint: str = typer.Option(
         None, "--checkpoint", "-c", help="final, best or latest (default: final, else latest with a warning)."
     ),
-    fold: str = typer.Option(None, "--fold", "-f", help="Fold of the model, e.g. 0 or all (default: first found)."),
+    fold: str = typer.Option(
+        None, "--fold", "-f", help="Fold of the model, e.g. 0 or all (default: the first of fold_0, fold_1, ...)."
+    ),
     slices: str = typer.Option(
         None, "--slices", "-s", help="Slice indices along the slice axis, e.g. 3,5 (default: most foreground)."
     ),
@@ -252,12 +254,14 @@ def _load_model(model_dir: Path, checkpoint: str | None, fold: str | None, devic
     """
     from masksam.cli.predict_command import parse_folds
     from masksam.devices import resolve_device
-    from masksam.inference.predictor import select_checkpoints
+    from masksam.inference.predictor import cross_validation_folds, select_checkpoints
     from masksam.training.checkpoint import load_trained_model
 
     folds = parse_folds(fold)
     if folds is not None and len(folds) != 1:
         raise ConfigError(f"--fold {fold!r}: show draws one model; pass one fold, e.g. --fold 0")
+    if folds is None and Path(model_dir).is_dir() and not cross_validation_folds(model_dir):
+        folds = [-1]  # only fold_all (or nothing, which select_checkpoints then reports): draw that one
     # A picture of a model in training is fine: its latest checkpoint (with a warning) when it has no final one.
     paths, warnings = select_checkpoints(model_dir, folds=folds, checkpoint=checkpoint, allow_unfinished=True)
     final = str(paths[0].with_name("checkpoint_final.pt"))

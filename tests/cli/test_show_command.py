@@ -74,6 +74,18 @@ def test_model_adds_the_prompt_picture_and_uses_its_slice_axis(dataset, tmp_path
     assert imread(str(output.with_name("case_prompts.png"))).shape[1] == 900  # boxes | semantic map | reference
 
 
+def test_a_model_with_only_fold_all_draws_it(dataset, tmp_path):
+    model = tmp_path / "model"
+    (model / "fold_all").mkdir(parents=True)
+    (model / "fold_all" / "checkpoint_final.pt").write_bytes(
+        (dataset["model"] / "fold_0" / "checkpoint_latest.pt").read_bytes()
+    )
+    output = tmp_path / "case.png"
+    result = invoke(dataset["image"], "-m", model, "--slices", "2", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {output.with_name('case_prompts.png')}" in result.stdout
+
+
 def write_shifted_affine(dataset, tmp_path) -> Path:
     affine = nib.load(str(dataset["label"])).affine.copy()
     affine[0, 3] += 3.0
