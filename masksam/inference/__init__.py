@@ -4,7 +4,7 @@ What a user calls::
 
     from masksam.inference import Predictor, select_checkpoints
 
-    paths, warnings = select_checkpoints(model_dir)                 # fold_*/checkpoint_final.pt
+    paths, warnings = select_checkpoints(model_dir)                 # fold_0, fold_1, ...: checkpoint_final.pt
     predictor = Predictor.from_checkpoints(paths, device="auto")     # fold ensemble, TTA, step 0.5
     labels = predictor.predict_array(image, affine)                  # (C, X, Y, Z) -> (X, Y, Z) label map
     predictor.predict_case([CASE_0000.nii.gz], OUT / "CASE.nii.gz")  # same affine and header as the input
