@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -402,3 +403,48 @@ def test_a_label_map_given_as_image_gets_a_warning(tmp_path: Path, model_dir: Pa
         "values 0, 1, 2, like a label map, not an image; predict the images (imagesTs), not the labels (labelsTr)"
     ]
     assert "wrote 2 of 2 case(s)" in result.stdout
+
+
+def run_in_terminal(*args: str, columns: int = 120) -> tuple[int, str]:
+    """The installed script with stderr on a pseudo-terminal of ``columns`` (tqdm draws its bars only on one).
+
+    Returns:
+        (exit code, everything written to the terminal).
+    """
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": str(columns)}
+    process = subprocess.Popen([MASKSAM, *args], stdout=subprocess.DEVNULL, stderr=follower, env=environment)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the script ended and closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+@needs_script
+def test_a_terminal_shows_the_windows_of_the_case_in_progress(tmp_path: Path, model_dir: Path) -> None:
+    write_case(tmp_path / "in", "case", [synthetic_image((120, 100, 8))], oblique())
+    code, terminal = run_in_terminal(
+        "predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "-f", "0",
+        "--no-tta", "--device", "cpu", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, terminal
+    windows = re.findall(r"windows:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)", terminal)
+    assert windows, terminal
+    counts = [(int(done), int(total)) for done, total in windows]
+    (total,) = {total for _, total in counts}  # one case: one count of windows, on a bar under the cases' bar
+    assert total > 1 and max(done for done, _ in counts) > 0  # it moved within the case (tqdm draws some steps)
+    assert "predicting:" in terminal
