@@ -14,6 +14,7 @@ from masksam.settings_file import read_settings, write_settings
 
 ImageAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up", "depth_mlp_before_down", "depth_conv"]
 TokenAdapterKind = Literal["none", "vanilla", "depth_mlp", "depth_mlp_after_up", "depth_mlp_before_down"]
+MaskBoxRegion = Literal["largest_component", "all"]
 PromptVariant = Literal["mask", "box", "mask_box", "mask_avg_box"]
 PromptMode = Literal["generated", "ground_truth"]
 QueryAssignment = Literal["matched", "class_slots"]
@@ -52,11 +53,18 @@ class PromptGeneratorConfig:
     widths: channels of the upsampling path, deepest first, ending at the backbone input resolution; a
       path with fewer 2× steps (a higher-resolution embedding) uses the last entries.
     mask_threshold: logit above which an auxiliary mask pixel counts when its box is computed.
+    mask_box_region: "largest_component" (the box of the mask's largest connected component, so a stray
+      island does not stretch it) or "all" (the box of every pixel above the threshold).
     """
 
     variant: PromptVariant = "mask_avg_box"
     widths: tuple[int, ...] = (256, 128, 64, 32, 16)
     mask_threshold: float = 0.0
+    mask_box_region: MaskBoxRegion = "largest_component"
+
+    def __post_init__(self) -> None:
+        if self.mask_box_region not in ("largest_component", "all"):
+            raise ConfigError(f"mask_box_region '{self.mask_box_region}' is unknown; choose largest_component or all")
 
 
 @dataclass(frozen=True)

@@ -181,11 +181,14 @@ class MaskSAM(nn.Module):
         variant = self.config.prompt_generator.variant
         if variant in ("box", "mask_box"):
             return prompts.boxes
+        generator = self.config.prompt_generator
         mask_boxes, nonempty = mask_to_box(
-            prompts.aux_mask_logits.detach(), self.config.prompt_generator.mask_threshold
+            prompts.aux_mask_logits.detach(),
+            generator.mask_threshold,
+            largest_component=generator.mask_box_region == "largest_component",
         )
-        if variant == "mask":
-            return mask_boxes
+        if variant == "mask":  # an empty mask has no box: its query keeps the learned one
+            return torch.where(nonempty[..., None], mask_boxes, prompts.boxes)
         averaged = (prompts.boxes + mask_boxes) / 2
         return torch.where(nonempty[..., None], averaged, prompts.boxes)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,16 +175,50 @@ def spread_boxes(num_queries: int) -> torch.Tensor:
     return torch.cat([centre - 0.2, centre + 0.2], dim=1).clamp(0.0, 1.0)
 
 
-def mask_to_box(mask_logits: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def largest_components(foreground: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool -> (..., H, W) bool keeping only each map's largest 8-connected component.
+
+    Runs on the CPU (scipy's labelling) on a detached copy: it decides where a box goes, nothing flows back.
+    """
+    from scipy import ndimage
+
+    if foreground.is_meta:  # shape-only tensors (cost and shape checks): nothing to label
+        return foreground
+    height, width = foreground.shape[-2:]
+    maps = foreground.detach().reshape(-1, height, width).cpu().numpy()  # (M, H, W)
+    within_map = np.zeros((3, 3, 3), dtype=bool)
+    within_map[1] = True  # 8-connectivity inside a map, none across maps
+    labels, count = ndimage.label(maps, structure=within_map)  # globally numbered components
+    if count == 0:
+        return foreground.clone()
+    flat = labels.reshape(-1)
+    sizes = np.bincount(flat, minlength=count + 1)[1:]  # (count,) pixels per component
+    _, first_pixel = np.unique(flat, return_index=True)
+    owner = first_pixel[1:] // (height * width)  # (count,) map of each component (label 0 is background)
+    by_map_then_size = np.lexsort((-sizes, owner))
+    first_of_map = np.ones(count, dtype=bool)
+    first_of_map[1:] = owner[by_map_then_size][1:] != owner[by_map_then_size][:-1]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[by_map_then_size[first_of_map] + 1] = True
+    kept = torch.from_numpy(keep[labels]).to(foreground.device)
+    return kept.reshape(foreground.shape)
+
+
+def mask_to_box(
+    mask_logits: torch.Tensor, threshold: float = 0.0, *, largest_component: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tight boxes of thresholded masks, vectorised over all leading dimensions.
 
     Arguments:
       mask_logits: (..., H, W).
+      largest_component: the box of each mask's largest connected component only (stray islands ignored).
     Returns:
       boxes (..., 4) normalised xyxy (x1 = first column / W, x2 = (last column + 1) / W; same for y),
       and a (...) bool tensor, False for empty masks (whose box is [0, 0, 1, 1]).
     """
     foreground = mask_logits > threshold
+    if largest_component:
+        foreground = largest_components(foreground)
     height, width = foreground.shape[-2:]
     rows = foreground.any(dim=-1)  # (..., H)
     cols = foreground.any(dim=-2)  # (..., W)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from masksam.backbones.sam import backbone_spec
@@ -23,6 +24,7 @@ def model_config_for(
     train_backbone: bool | None = None,
     queries: str = "class_slots",
     image_size: int | None = None,
+    prompt_variant: str = "mask",
 ) -> MaskSamConfig:
     """The model for a planned dataset: adapter/prompt-generator settings from a preset, geometry from the plans.
 
@@ -35,7 +37,9 @@ def model_config_for(
     ``queries``: ``class_slots`` (default; one query per foreground class, background = what no class claims)
     or ``matched`` (the paper's N queries from the plans, background a segment as the plans say, Hungarian
     matching). ``image_size``: the backbone input side (default: LiteMedSAM at 128, the cheaper of its sizes
-    on a CPU; the others at the supported size nearest the patch).
+    on a CPU; the others at the supported size nearest the patch). ``prompt_variant``: where the box prompts
+    come from (default ``mask``: the box of each auxiliary mask's largest component, the learned box where the
+    mask is empty; the paper's ``mask_avg_box`` averages it with the learned box).
     """
     backbone_spec(backbone)  # unknown names fail here with the list of backbones
     name = preset or ("tiny" if backbone == "tiny" else (plans.preset or "acdc"))
@@ -58,7 +62,8 @@ def model_config_for(
         image_size = CPU_LITE_MEDSAM_SIZE
     if image_size is not None:
         overrides["image_size"] = image_size
-    return preset_config(name, **overrides)
+    config = preset_config(name, **overrides)
+    return replace(config, prompt_generator=replace(config.prompt_generator, variant=prompt_variant))
 
 
 def backbone_weights_for(backbone: str, checkpoint: Path | None) -> Path | None:

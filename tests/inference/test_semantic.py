@@ -84,3 +84,30 @@ def test_prompted_scores_take_each_querys_class_from_its_prompt(include_backgrou
     if include_background:
         torch.testing.assert_close(scores[1, 0], masks[1, 0])
         assert not scores[1, 1:].any()  # padding queries count for nothing
+
+
+def test_prompted_overlaps_go_to_the_smaller_box() -> None:
+    """A ring's box (the myocardium) gives a disc that also covers the cavity; the cavity's smaller box wins it."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    radius = ((yy - 16) ** 2 + (xx - 16) ** 2).sqrt()
+    disc, cavity = radius < 12, radius < 7
+    mask_logits = torch.stack([torch.where(disc, 8.0, -8.0), torch.where(cavity, 8.0, -8.0)])[None]  # (1, 2, H, W)
+    boxes = torch.tensor([[[4.0, 4.0, 28.0, 28.0], [9.0, 9.0, 23.0, 23.0]]]) / 32  # (1, 2, 4) ring, cavity
+    class_ids = torch.tensor([[2, 3]])  # MYO, LV
+    labels = prompted_semantic_scores(
+        class_ids, mask_logits, num_classes=4, include_background=False, prompt_boxes=boxes
+    ).argmax(dim=1)[0]
+    assert (labels[cavity] == 3).all()
+    assert (labels[disc & ~cavity] == 2).all()
+    assert (labels[~disc] == 0).all()
+    summed = prompted_semantic_scores(class_ids, mask_logits, num_classes=4, include_background=False)
+    assert (summed.argmax(dim=1)[0][cavity] != 3).any()  # without boxes the disc ties with the cavity
+
+
+def test_padding_queries_occlude_nothing() -> None:
+    mask_logits = torch.full((1, 2, 4, 4), 6.0)
+    boxes = torch.tensor([[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])  # the padding query has the empty box
+    scores = prompted_semantic_scores(
+        torch.tensor([[1, 3]]), mask_logits, num_classes=3, include_background=False, prompt_boxes=boxes
+    )
+    torch.testing.assert_close(scores[0, 1], mask_logits[0, 0].sigmoid())

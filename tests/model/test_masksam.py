@@ -174,6 +174,25 @@ def test_every_ablation_builds_and_runs(variant: str, adapter: str) -> None:
     assert shapes(output) == expected_shapes(config, batch=1)
 
 
+@pytest.mark.parametrize("region", ["largest_component", "all"])
+def test_mask_variant_boxes_the_auxiliary_mask_and_keeps_the_learned_box_for_empty_masks(region: str) -> None:
+    from masksam.model.prompt_generator import GeneratedPrompts
+
+    generator = dataclasses.replace(tiny_config().prompt_generator, variant="mask", mask_box_region=region)
+    model = build_masksam(tiny_config(prompt_generator=generator))
+    batch, queries, slices, side = 1, model.config.num_queries, model.config.num_slices, model.config.image_size
+    aux = torch.full((batch, queries, slices, side, side), -4.0)
+    aux[0, 0, :, 8:24, 16:40] = 4.0  # query 0: an organ, rows 8..23, columns 16..39
+    aux[0, 0, :, side - 1, 0] = 4.0  # and a stray pixel in the bottom-left corner
+    learned = torch.rand(batch, queries, slices, 4) * 0.5
+    prompts = GeneratedPrompts(aux_mask_logits=aux, boxes=learned, class_tokens=torch.zeros(batch, queries, slices, 8))
+    boxes = model.prompt_boxes(prompts, None)  # (B, N, T, 4)
+    organ = torch.tensor([16 / side, 8 / side, 40 / side, 24 / side])
+    stretched = torch.tensor([0.0, 8 / side, 40 / side, 1.0])
+    torch.testing.assert_close(boxes[0, 0, 0], organ if region == "largest_component" else stretched)
+    torch.testing.assert_close(boxes[0, 1:], learned[0, 1:])  # empty auxiliary masks: the learned boxes
+
+
 def test_multichannel_input() -> None:
     config = tiny_config(in_channels=4)
     with torch.no_grad():

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from masksam.model.config import PromptGeneratorConfig
-from masksam.model.prompt_generator import PromptGenerator, assign_levels, centred_box, mask_to_box
+from masksam.model.prompt_generator import (
+    PromptGenerator,
+    assign_levels,
+    centred_box,
+    largest_components,
+    mask_to_box,
+)
 
 
 def test_centred_box_is_valid_for_any_input() -> None:
@@ -26,6 +32,29 @@ def test_mask_to_box_equals_hand_computed_boxes() -> None:
     torch.testing.assert_close(boxes[1, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))
     assert nonempty.tolist() == [[True, True, False], [False, False, True]]
     torch.testing.assert_close(boxes[0, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))  # empty -> whole image
+
+
+def test_largest_component_box_ignores_stray_islands() -> None:
+    logits = torch.full((2, 2, 16, 16), -5.0)
+    logits[0, 0, 4:10, 5:12] = 5.0  # the organ: rows 4..9, columns 5..11
+    logits[0, 0, 14, 0] = 5.0  # a stray pixel that would stretch its box to the corner
+    logits[0, 1, 1:3, 1:3] = 5.0  # a map whose largest component is the second one in raster order
+    logits[0, 1, 8:14, 2:15] = 5.0
+    logits[1, 0, 3, 3] = 5.0  # a single pixel is its own largest component
+    boxes, nonempty = mask_to_box(logits, largest_component=True)
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([5 / 16, 4 / 16, 12 / 16, 10 / 16]))
+    torch.testing.assert_close(boxes[0, 1], torch.tensor([2 / 16, 8 / 16, 15 / 16, 14 / 16]))
+    torch.testing.assert_close(boxes[1, 0], torch.tensor([3 / 16, 3 / 16, 4 / 16, 4 / 16]))
+    assert nonempty.tolist() == [[True, True], [True, False]]
+    everything, _ = mask_to_box(logits)
+    torch.testing.assert_close(everything[0, 0], torch.tensor([0.0, 4 / 16, 12 / 16, 15 / 16]))
+
+
+def test_largest_components_count_diagonal_neighbours_as_connected() -> None:
+    staircase = torch.eye(6, dtype=torch.bool)[None]  # one 8-connected diagonal line
+    staircase[0, 0, 5] = True  # a lone pixel
+    kept = largest_components(staircase)
+    assert kept[0].diagonal().all() and not kept[0, 0, 5]
 
 
 @pytest.mark.parametrize(
