@@ -1,12 +1,15 @@
-"""Augmentation: shapes, label integrity, region size for rotations, determinism from the generator."""
+"""Augmentation: image and label aligned to the voxel, shapes, label integrity, region size for rotations,
+determinism from the generator."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
+from alignment import assert_label_follows_image, coordinate_image
 
 from masksam.data.augmentation import (
     AugmentationConfig,
@@ -113,3 +116,44 @@ def test_intensity_keeps_input_untouched():
     before = image.clone()
     apply_intensity(image, ALWAYS, np.random.default_rng(0))
     torch.testing.assert_close(image, before)
+
+
+# ------------------------------------------------------------------------------------------- alignment
+
+SPATIAL_ONLY = AugmentationConfig(
+    rotation_probability=1,
+    scale_probability=1,
+    noise_probability=0,
+    blur_probability=0,
+    brightness_probability=0,
+    contrast_probability=0,
+    low_resolution_probability=0,
+    gamma_probability=0,
+    gamma_inverted_probability=0,
+)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_rotated_scaled_and_mirrored_image_and_label_stay_aligned_to_the_voxel(seed):
+    rng = np.random.default_rng(seed)
+    params = draw_spatial(SPATIAL_ONLY, rng)
+    assert params is not None and params.angle != 0 and params.scale != 1
+    size = input_size_for((3, 32, 40), params)
+    image = coordinate_image(size)
+    label = torch.randint(0, 5, size, generator=torch.Generator().manual_seed(seed))  # every voxel its own class
+    out_image, out_label = augment(image, label, (3, 32, 40), params, SPATIAL_ONLY, rng)
+    torch.testing.assert_close(out_image[3], torch.ones(3, 32, 40))  # the region was large enough: no border
+    assert_label_follows_image(out_image, out_label, label)
+
+
+@pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 1, 2)], ids=["T", "H", "W", "all"])
+def test_mirroring_moves_image_and_label_together(axes):
+    config = dataclasses.replace(NEVER, mirror_axes=axes)
+    image, label = coordinate_image((3, 32, 40)), torch.randint(0, 5, (3, 32, 40))
+    flipped = set()
+    for seed in range(16):
+        out_image, out_label = augment(image, label, (3, 32, 40), None, config, np.random.default_rng(seed))
+        assert_label_follows_image(out_image, out_label, label)
+        # A flipped axis shows in the image: its coordinate runs backwards along it.
+        flipped |= {axis for axis in axes if (out_image[axis].diff(dim=axis) < 0).all()}
+    assert flipped == set(axes)  # every allowed flip was exercised

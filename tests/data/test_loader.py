@@ -1,14 +1,18 @@
-"""Training loader: batch shapes and dtypes, foreground oversampling, reproducibility from a seed."""
+"""Training loader: batch shapes and dtypes, foreground oversampling, reproducibility from a seed, image and label
+cut and augmented together."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
+from alignment import assert_label_follows_image, coordinate_image
 from dataset_builders import make_dataset
 
 from masksam.data.augmentation import AugmentationConfig
+from masksam.data.cache import CachedCase, CaseCache
 from masksam.data.loader import PatchStream, make_train_loader, read_split
 from masksam.data.pipeline import plan_and_preprocess
 from masksam.errors import ConfigError, DatasetError
@@ -62,6 +66,36 @@ def test_last_third_of_each_batch_has_foreground(planned):
     items = list(itertools.islice(iter(stream), 60))
     forced = [label for index, (_, label) in enumerate(items) if index % 3 == 2]
     assert all(label.any() for label in forced)
+
+
+def test_patches_keep_image_and_label_aligned_through_cutting_padding_and_augmentation(tmp_path):
+    """A cached case whose image channels are its voxels' coordinates: whatever region the stream cuts (padded at
+    the case's border or not), rotates, scales and mirrors, each label is the case's label where its image came from.
+    """
+    size = (6, 48, 100)  # rotated regions often reach past 48 rows: padded there
+    image = coordinate_image(size)  # (4, T, H, W)
+    label = torch.randint(0, 4, size, generator=torch.Generator().manual_seed(0))  # every voxel its own class
+    foreground = np.argwhere(label.numpy() > 0)[::7]  # (M, 3) sampled foreground voxels
+    foreground = np.concatenate([label.numpy()[tuple(foreground.T)][:, None], foreground], axis=1)
+    case = CachedCase("coords", image.numpy(), label.numpy().astype(np.uint8), foreground.astype(np.int32), {})
+    CaseCache(tmp_path).write(case)
+    spatial_only = AugmentationConfig(
+        rotation_probability=1,
+        scale_probability=1,
+        noise_probability=0,
+        blur_probability=0,
+        brightness_probability=0,
+        contrast_probability=0,
+        low_resolution_probability=0,
+        gamma_probability=0,
+        gamma_inverted_probability=0,
+    )
+    stream = PatchStream(tmp_path, ["coords"], (3, 32, 40), batch_size=2, augmentation=spatial_only, seed=0)
+    padded = 0
+    for patch_image, patch_label in itertools.islice(iter(stream), 12):
+        assert_label_follows_image(patch_image, patch_label, label)
+        padded += bool((patch_image[3] < 1 - 1e-4).any())
+    assert 0 < padded < 12  # both cases were seen: some regions reached past the case, some did not
 
 
 def test_read_split(planned):
