@@ -17,11 +17,13 @@ cases):
   on a GPU nnU-Net's planned batch (56), on a CPU batch 2 (``UNET_2D_CPU_BATCH``);
 - the paper's ACDC numbers (Tab. 3), printed for reference, not measured here.
 
-Every step is a ``masksam`` command or library call whose command line is logged; rows already finished in
-``--output`` with the same budget and evaluation cases are reused (``--force`` deletes and redoes them), and an
-interrupted row continues where it stopped (training from its latest checkpoint, prediction from the first missing
-case); a model trained under another budget is refused, not reused. Prints a
-Markdown table and writes ``results.json``.
+Every step is a ``masksam`` command or library call whose command line is logged; a row already finished in
+``--output`` is reused only when everything its result depends on matches (``row_key``: fold, evaluation cases, TTA,
+seed and budget; ``--force`` deletes and redoes it), and an interrupted row continues where it stopped (training from
+its latest checkpoint within what is left of its budget, prediction from the first missing case); a model trained
+under another budget or seed is refused, not reused. Each fold keeps its own evaluation links
+(``eval/fold_F/imagesValN``) and each fold and TTA setting its own predictions (``ROW/predictions_foldF[_tta]``), so
+two folds or TTA settings in one ``--output`` never mix. Prints a Markdown table and writes ``results.json``.
 
 Usage::
 
@@ -115,24 +117,40 @@ def masksam(*args: str) -> list[str]:
     return [sys.executable, "-m", "masksam", *args]
 
 
+def validation_case_ids(plans_dir: Path, fold: int, limit: int | None) -> list[str]:
+    """The fold's first ``limit`` validation cases in sorted order (all with None)."""
+    splits = json.loads((plans_dir / "splits_final.json").read_text())
+    return sorted(splits[fold]["val"])[:limit]
+
+
 def validation_set(plans_dir: Path, dataset: Path, fold: int, target: Path, limit: int | None) -> tuple[Path, Path]:
     """Folders of symbolic links to the fold's validation images and labels (nnU-Net layout).
 
     With ``limit``, only the first ``limit`` validation cases in sorted order (both frames of the first
     patients): LiteMedSAM predicts about a volume a minute on two CPU cores.
+
+    The folders are ``target/fold_F/imagesValN`` and ``labelsValN``; a link to a case outside the set (left by
+    other splits) is removed, so a folder always holds exactly the fold's first N validation cases.
     """
-    splits = json.loads((plans_dir / "splits_final.json").read_text())
-    case_ids = sorted(splits[fold]["val"])[:limit]
-    images, labels = target / f"imagesVal{len(case_ids)}", target / f"labelsVal{len(case_ids)}"
-    for folder in (images, labels):
-        folder.mkdir(parents=True, exist_ok=True)
+    case_ids = validation_case_ids(plans_dir, fold, limit)
+    folder = target / f"fold_{fold}"
+    images, labels = folder / f"imagesVal{len(case_ids)}", folder / f"labelsVal{len(case_ids)}"
+    for linked, names in (
+        (images, {f"{case_id}_0000.nii.gz" for case_id in case_ids}),
+        (labels, {f"{case_id}.nii.gz" for case_id in case_ids}),
+    ):
+        linked.mkdir(parents=True, exist_ok=True)
+        for stale in [path for path in linked.iterdir() if path.name not in names]:
+            stale.unlink()
     for case_id in case_ids:
         for source, link in (
             (dataset / "imagesTr" / f"{case_id}_0000.nii.gz", images / f"{case_id}_0000.nii.gz"),
             (dataset / "labelsTr" / f"{case_id}.nii.gz", labels / f"{case_id}.nii.gz"),
         ):
-            if not link.exists():
-                link.symlink_to(source.resolve())
+            if link.is_symlink() and link.readlink() == source.resolve():
+                continue
+            link.unlink(missing_ok=True)  # a link into another dataset folder
+            link.symlink_to(source.resolve())
     return images, labels
 
 
@@ -156,11 +174,15 @@ def score(predictions: Path, labels: Path, dataset: Path, row: str, **extra) -> 
 def training_record(model_dir: Path, fold: int) -> dict[str, float | int | None]:
     """What the run's training took, from its own files (so a resumed or re-scored row reports the same).
 
-    ``train_minutes``: the epochs' wall time summed from metrics.csv (training and validation: what the budget
-    governs); ``train_steps``: epochs × the iterations per epoch of the schedule in training_log.txt.
+    ``train_minutes``: the training time the final checkpoint records (``training_seconds``: what the budget
+    governs, summed over every resumed part of the run), or for a model trained before checkpoints recorded it, the
+    epochs' wall time summed from metrics.csv (training and validation); ``train_steps``: epochs × the iterations
+    per epoch of the schedule in training_log.txt.
     """
     import csv
     import re
+
+    import torch
 
     fold_dir = model_dir / f"fold_{fold}"
     metrics, log = fold_dir / "metrics.csv", fold_dir / "training_log.txt"
@@ -169,8 +191,12 @@ def training_record(model_dir: Path, fold: int) -> dict[str, float | int | None]
     with metrics.open() as handle:
         epochs = list(csv.DictReader(handle))
     schedules = re.findall(r"(\d+) epochs × (\d+) iterations", log.read_text())
+    seconds = sum(float(epoch["epoch_seconds"]) for epoch in epochs)
+    final = fold_dir / "checkpoint_final.pt"
+    if final.is_file():
+        seconds = torch.load(final, map_location="cpu", weights_only=False).get("training_seconds", seconds)
     return {
-        "train_minutes": sum(float(epoch["epoch_seconds"]) for epoch in epochs) / 60,
+        "train_minutes": seconds / 60,
         "train_steps": len(epochs) * int(schedules[-1][1]) if schedules else None,
     }
 
@@ -180,21 +206,67 @@ def row_budget(row: str, minutes: float) -> float | None:
     return None if row == "litemedsam_gt_boxes" else minutes
 
 
-def check_budget(model_dir: Path, fold: int, minutes: float) -> None:
-    """Refuses to reuse a model trained (or half-trained) under another budget than ``minutes``."""
+def row_key(row: str, *, fold: int, case_ids: list[str], tta: bool, seed: int, minutes: float) -> dict:
+    """Everything a row's result depends on; a stored row is reused only when all of it matches.
+
+    The ground-truth-box row is neither trained (no seed, no budget) nor mirrored (no TTA).
+    """
+    untrained = row == "litemedsam_gt_boxes"
+    return {
+        "fold": fold,
+        "eval_case_ids": sorted(case_ids),
+        "tta": None if untrained else tta,
+        "seed": None if untrained else seed,
+        "budget_minutes": row_budget(row, minutes),
+    }
+
+
+def is_current(entry: dict, key: dict) -> bool:
+    """Whether a stored row was measured under ``key`` (a row lacking a field of the key never is)."""
+    return all(field_ in entry and entry[field_] == value for field_, value in key.items())
+
+
+def upgrade_stored_rows(stored: dict, plans_dir: Path) -> None:
+    """Fills the key fields of rows written before rows recorded them, from the file's header (the last command):
+    fold, TTA and seed from its command line; the cases from the fold's splits when the evaluation set was the
+    default one (``imagesValN``), otherwise left out, so such a row is measured again."""
+    header_args = _parser().parse_known_args(shlex.split(stored.get("command", ""))[1:])[0]
+    default_set = str(stored.get("eval_images", "")).startswith("imagesVal")
+    for entry in stored["rows"].values():
+        untrained = entry["row"] == "litemedsam_gt_boxes"
+        entry.setdefault("budget_minutes", row_budget(entry["row"], stored["budget_minutes"]))
+        entry.setdefault("fold", stored.get("fold", header_args.fold))
+        entry.setdefault("tta", None if untrained else header_args.tta)
+        entry.setdefault("seed", None if untrained else header_args.seed)
+        if "eval_case_ids" not in entry and default_set and (plans_dir / "splits_final.json").is_file():
+            entry["eval_case_ids"] = validation_case_ids(plans_dir, entry["fold"], entry["eval_cases"])
+
+
+def check_training(model_dir: Path, fold: int, minutes: float, seed: int) -> None:
+    """Refuses to reuse a model trained (or half-trained) under another budget than ``minutes`` or another seed."""
     import torch
 
     fold_dir = model_dir / f"fold_{fold}"
     for path in (fold_dir / "checkpoint_final.pt", fold_dir / "checkpoint_latest.pt"):
         if path.is_file():
             payload = torch.load(path, map_location="cpu", weights_only=False)
-            trained = payload.get("training_config", {}).get("time_budget_minutes")
-            if trained != minutes:
-                raise SystemExit(
-                    f"{path}: trained under a {trained}-minute budget, not {minutes:g}; "
-                    "pass --force to retrain this row, or another --output"
-                )
+            config = payload.get("training_config", {})
+            for name, trained, wanted in (
+                ("budget (minutes)", config.get("time_budget_minutes"), minutes),
+                ("seed", config.get("seed"), seed),
+            ):
+                if trained != wanted:
+                    raise SystemExit(
+                        f"{path}: trained with {name} {trained}, not {wanted:g}; "
+                        "pass --force to retrain this row, or another --output"
+                    )
             return
+
+
+def predictions_folder(model_dir: Path, fold: int, tta: bool) -> Path:
+    """Where a row's model of ``fold`` writes its label maps: one folder per fold and TTA setting, so
+    predictions of another fold's model or made without TTA are never taken for these."""
+    return model_dir / f"predictions_fold{fold}{'_tta' if tta else ''}"
 
 
 def missing_predictions(predictions: Path, labels: Path) -> bool:
@@ -208,7 +280,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     backbone = "tiny" if row == "masksam_tiny" else "lite_medsam"
     ground_truth = row == "masksam_gt_prompt"
     commands: list[str] = []
-    check_budget(model_dir, args.fold, args.minutes)
+    check_training(model_dir, args.fold, args.minutes, args.seed)
     if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
         train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
         train += ["--fold", str(args.fold), "--backbone", backbone, "--time-budget", f"{args.minutes:g}"]
@@ -219,7 +291,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
         run(masksam(*train, *(["--continue"] if resume else [])), log, commands)
     trained = time.monotonic()
-    predictions = model_dir / "predictions"
+    predictions = predictions_folder(model_dir, args.fold, args.tta)
     predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
     predict += ["--continue", "--device", args.device] + ([] if args.tta else ["--no-tta"])
     if ground_truth:
@@ -282,7 +354,7 @@ def unet_row(row: str, args, plans_dir: Path, images: Path, labels: Path) -> Row
     from masksam.devices import resolve_device
 
     model_dir = args.output / row
-    check_budget(model_dir, args.fold, args.minutes)
+    check_training(model_dir, args.fold, args.minutes, args.seed)
     settings: dict = {}
     if row == "unet_2d":
         on_cpu = resolve_device(args.device).type == "cpu"
@@ -302,7 +374,7 @@ def unet_row(row: str, args, plans_dir: Path, images: Path, labels: Path) -> Row
             **settings,
         )
     trained = time.monotonic()
-    predictions = model_dir / "predictions"
+    predictions = predictions_folder(model_dir, args.fold, args.tta)
     if missing_predictions(predictions, labels):
         predict_unet(model_file, images, predictions, tta=args.tta, device=args.device, skip_existing=True)
     call = ", ".join([f"minutes={args.minutes:g}"] + [f"{key}={value!r}" for key, value in settings.items()])
@@ -336,7 +408,7 @@ def table(results: list[RowResult]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--output", type=Path, default=Path("acdc_experiment"))
@@ -352,6 +424,11 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes of the trained rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="redo rows whose results exist")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     if (args.eval_images is None) != (args.eval_labels is None):
         parser.error("--eval-images and --eval-labels go together")
@@ -370,13 +447,14 @@ def main() -> None:
     results_file = args.output / "results.json"
     stored = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": {}}
     done = stored["rows"]
-    for entry in done.values():  # results written before rows recorded their own budget
-        entry.setdefault("budget_minutes", row_budget(entry["row"], stored["budget_minutes"]))
-    evaluated = len(list(labels.glob("*.nii.gz")))
+    upgrade_stored_rows(stored, plans_dir)
+    case_ids = sorted(path.name.removesuffix(".nii.gz") for path in labels.glob("*.nii.gz"))
+    keys = {
+        row: row_key(row, fold=args.fold, case_ids=case_ids, tta=args.tta, seed=args.seed, minutes=args.minutes)
+        for row in ROWS
+    }
     for row in args.rows:
-        budget = row_budget(row, args.minutes)
-        current = row in done and done[row]["eval_cases"] == evaluated and done[row]["budget_minutes"] == budget
-        if current and not args.force:
+        if row in done and is_current(done[row], keys[row]) and not args.force:
             print(f"{row}: reusing {results_file}", flush=True)
             continue
         if args.force and (args.output / row).exists():
@@ -389,18 +467,12 @@ def main() -> None:
             result = unet_row(row, args, plans_dir, images, labels)
         else:
             result = masksam_row(row, args, plans_dir, images, labels, log)
-        done[row] = asdict(result) | {"eval_cases": evaluated, "budget_minutes": budget}
+        done[row] = asdict(result) | {"eval_cases": len(case_ids)} | keys[row]
         results_file.write_text(json.dumps(_header(args, images, labels) | {"rows": done}, indent=2))
-    current = [
-        row
-        for row in ROWS
-        if row in done and done[row]["eval_cases"] == evaluated and done[row]["budget_minutes"] in (None, args.minutes)
-    ]
-    extra = ("eval_cases", "budget_minutes")
-    results = [RowResult(**{k: v for k, v in done[row].items() if k not in extra}) for row in current]
-    print(
-        f"\nACDC, fold {args.fold}, {len(list(labels.glob('*.nii.gz')))} evaluation cases, budget {args.minutes:g} min"
-    )
+    current = [row for row in ROWS if row in done and is_current(done[row], keys[row])]
+    stored_only = {"eval_cases", "fold", "eval_case_ids", "tta", "seed", "budget_minutes"}  # not RowResult's
+    results = [RowResult(**{k: v for k, v in done[row].items() if k not in stored_only}) for row in current]
+    print(f"\nACDC, fold {args.fold}, {len(case_ids)} evaluation cases, budget {args.minutes:g} min")
     print(table(results))
 
 
@@ -418,6 +490,8 @@ def _header(args, images: Path, labels: Path) -> dict:
         "budget_minutes": args.minutes,
         "fold": args.fold,
         "eval_images": images.name,
+        "tta": args.tta,
+        "seed": args.seed,
         "eval_cases": len(list(labels.glob("*.nii.gz"))),
     }
 
