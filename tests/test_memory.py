@@ -7,12 +7,14 @@ import sys
 
 import pytest
 
+from masksam import memory
 from masksam.memory import (
     FreedMemoryGuard,
     keep_freed_memory,
     machine_memory_bytes,
     peak_resident_bytes,
     release_free_memory,
+    return_freed_memory,
 )
 
 # Prelude of the subprocess scripts below: the resident size of the running process in MB.
@@ -82,19 +84,36 @@ def test_free_pages_inside_the_heap_go_back_on_release() -> None:
     assert before > after + 600, (before, after)
 
 
-def test_returns_a_boolean_everywhere() -> None:
-    assert keep_freed_memory() in (True, False)
-    assert release_free_memory() in (True, False)
+_SETTINGS_TAKEN = """
+from masksam.memory import keep_freed_memory, release_free_memory, return_freed_memory
+print(keep_freed_memory(), return_freed_memory(), release_free_memory())
+"""
 
 
-def test_guard_hands_memory_back_once_past_its_limit() -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_glibc_takes_the_settings() -> None:
+    # In a child process: the settings hold for the whole process, and this one goes on to run other tests.
+    done = subprocess.run([sys.executable, "-c", _SETTINGS_TAKEN], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "True"]
+
+
+def test_without_glibc_nothing_changes_and_false_is_returned(monkeypatch) -> None:
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert keep_freed_memory() is False
+    assert return_freed_memory() is False
+    assert release_free_memory() is False
+
+
+def test_guard_hands_memory_back_once_past_its_limit(monkeypatch) -> None:
+    handed_back: list[bool] = []
+    monkeypatch.setattr(memory, "return_freed_memory", lambda: handed_back.append(True) or True)  # not this process
     # This process's peak is far above 2 bytes × 0.5 and far below 1 PiB × 0.5.
     assert peak_resident_bytes() > 1 << 20
     roomy = FreedMemoryGuard(peak_limit=0.5, machine_bytes=1 << 50)
-    assert not roomy.check() and not roomy.returned
+    assert not roomy.check() and not roomy.returned and handed_back == []
     full = FreedMemoryGuard(peak_limit=0.5, machine_bytes=2)
-    assert full.check() and full.returned
-    assert not full.check()  # only once
+    assert full.check() and full.returned and handed_back == [True]
+    assert not full.check() and handed_back == [True]  # only once
 
 
 def test_guard_measures_against_this_machine_by_default() -> None:
