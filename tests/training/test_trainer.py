@@ -12,6 +12,7 @@ import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -371,15 +372,74 @@ def test_class_slot_queries_start_at_their_class_boxes_and_train_with_denoising(
     assert terms["denoising_mask_dice"] > 0 and terms["denoising_classification"] > 0
 
 
-def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
-    config = replace(FAST, epochs=100, iterations_per_epoch=100, time_budget_minutes=0.25, validation_patches=2)
-    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+class FakeClock:
+    """The trainer's clock, moved by the work it times: each training step costs ``step_seconds`` (a function of
+    the step's index over all this clock has seen), each validation ``validation_seconds``. Fitting a schedule to a
+    budget then depends on no machine's speed or load."""
+
+    def __init__(self, step_seconds=lambda index: 1.0, validation_seconds: float = 0.5, start: float = 1000.0):
+        self.now, self.start = start, start
+        self.step_seconds, self.validation_seconds = step_seconds, validation_seconds
+        self.steps = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    @property
+    def elapsed(self) -> float:
+        return self.now - self.start
+
+
+def on_fake_clock(trainer: Trainer, clock: FakeClock, monkeypatch) -> Trainer:
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(trainer_module, "draw_progress", lambda *args, **kwargs: None)  # 1-2 s an epoch, not timed
+    train_step, validate = trainer.train_step, trainer.validate
+
+    def timed_step(*args, **kwargs):
+        clock.now += clock.step_seconds(clock.steps)
+        clock.steps += 1
+        return train_step(*args, **kwargs)
+
+    def timed_validation(*args, **kwargs):
+        clock.now += clock.validation_seconds
+        return validate(*args, **kwargs)
+
+    trainer.train_step, trainer.validate = timed_step, timed_validation
+    return trainer
+
+
+# 12 s for at most 3 epochs: after the 3 timed steps of 1 s, 3 epochs × 2 steps fit (3.5 + 2.5 + 2.5 s).
+BUDGETED = replace(FAST, epochs=3, iterations_per_epoch=100, time_budget_minutes=0.2, validation_patches=2, threads=1)
+
+
+def test_a_budgeted_run_ends_within_its_budget_at_learning_rate_zero(planned_dataset, tmp_path, monkeypatch):
+    """1 s steps and 0.5 s validations in 12 s: the fitted schedule is trained to its end (the poly schedule
+    reaches 0, which is what a budget-cut run would miss) and the run ends inside its budget."""
+    clock = FakeClock()
+    trainer = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    on_fake_clock(trainer, clock, monkeypatch)
     state = trainer.fit()
-    assert 1 <= state.epoch <= state.schedule.epochs < 100
+    assert state.schedule.iterations_per_epoch < 100 and state.epoch == state.schedule.epochs == 3
     learning_rates = [record["lr"] for record in state.history]
     assert all(lr > 0 for lr in learning_rates[:-1]), learning_rates  # no epoch trained at lr 0
-    if state.epoch == state.schedule.epochs:
-        assert learning_rates[-1] == 0.0
+    assert learning_rates[-1] == 0.0
+    assert clock.elapsed <= 12.0
+    assert sum(record["epoch_seconds"] for record in state.history) <= 12.0
+    assert "time budget used up" not in (trainer.fold_dir / "training_log.txt").read_text()
+
+
+@pytest.mark.slow  # the budget is 15 s of real time
+def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
+    """The same on the real clock: the budget holds the run's whole wall time (planning, epochs, validation)."""
+    config = replace(FAST, epochs=100, iterations_per_epoch=100, time_budget_minutes=0.25, validation_patches=2)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    started = time.monotonic()
+    state = trainer.fit()
+    assert 1 <= state.epoch <= state.schedule.epochs < 100
+    assert sum(record["epoch_seconds"] for record in state.history) <= 15.0
+    assert time.monotonic() - started <= 15.0 + 5.0  # and the final checkpoints, written after the deadline check
+    learning_rates = [record["lr"] for record in state.history]
+    assert all(lr > 0 for lr in learning_rates[:-1]), learning_rates  # no epoch trained at lr 0
 
 
 def test_the_first_epoch_bar_counts_the_epochs_the_budget_fits(planned_dataset, tmp_path, capsys):
