@@ -20,6 +20,7 @@ from masksam.cli import (
     forward_command,
     params_command,
     plan_command,
+    postprocess_command,
     predict_command,
     show_command,
     train_command,
@@ -46,6 +47,7 @@ app.command("plan")(plan_command.plan)
 app.command("train")(train_command.train)
 app.command("predict")(predict_command.predict)
 app.command("evaluate")(evaluate_command.evaluate)
+app.add_typer(postprocess_command.app, name="postprocess")
 app.command("show")(show_command.show)
 app.command("demo")(demo_command.demo)
 

@@ -277,7 +277,8 @@ def match_cases(
     return pairs, ignored, missing if only_predicted else []
 
 
-def _integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
+def integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
+    """A label map's values as integers (whole-numbered floats converted); one-line DatasetError otherwise."""
     if not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
             raise DatasetError(f"{path}: label values are not all integers; save an integer label map")
@@ -317,8 +318,8 @@ def evaluate_case(job: CaseJob) -> CaseResult:
             f"case {job.case_id}: prediction {job.prediction} and reference {job.reference} differ in affine "
             f"(largest difference {difference:.4g}); write the prediction with the reference's geometry"
         )
-    predicted = _integer_labels(prediction.array, job.prediction)
-    expected = _integer_labels(reference.array, job.reference)
+    predicted = integer_labels(prediction.array, job.prediction)
+    expected = integer_labels(reference.array, job.reference)
     prediction_values, reference_values = _values(predicted), _values(expected)
     if job.allowed_values is not None:
         for path, values, role in (
