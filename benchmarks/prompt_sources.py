@@ -1,0 +1,132 @@
+"""Where a trained model's Dice goes: the same checkpoint scored with its box prompts taken from each source.
+
+A generated-prompt MaskSAM gives SAM's decoder boxes made from its prompt generator. This benchmark loads one
+trained checkpoint and scores the pseudo-Dice of fixed validation patches (drawn from the fold's validation
+cases, two thirds centred on foreground, as the trainer's per-epoch validation) with the boxes taken from:
+
+- ``model``: the rule in the checkpoint's own config;
+- ``learned``: the box head alone;
+- ``mask_all``: the box of every auxiliary-mask pixel above the threshold (the learned box where empty);
+- ``mask_largest``: the box of the auxiliary mask's largest connected component (the learned box where empty);
+- ``average_largest``: the mean of ``learned`` and ``mask_largest`` (the paper's ``mask_avg_box`` with it);
+- ``ground_truth``: each class slot's box from the labels (an upper bound: needs the labels);
+- ``aux_masks``: no decoder at all: the auxiliary masks themselves as the segmentation (each slot its class).
+
+The image encoder runs once per batch (its output is reused by every source), so a source costs a prompt
+generator and decoder pass. Class-slot models only (a slot's class is known, which ``aux_masks`` and
+``ground_truth`` need). Prints a Markdown table of Dice per class.
+
+Usage::
+
+    python benchmarks/prompt_sources.py MODEL_DIR/fold_0/checkpoint_final.pt [--patches 56] [--seed 1]
+        [--plans PLANS_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+SOURCES = ("model", "learned", "mask_all", "mask_largest", "average_largest", "ground_truth", "aux_masks")
+
+# source: (prompt mode, generator variant, mask box region) for the sources the model's own config can express
+CONFIGS = {
+    "learned": ("generated", "box", "all"),
+    "mask_all": ("generated", "mask", "all"),
+    "mask_largest": ("generated", "mask", "largest_component"),
+    "average_largest": ("generated", "mask_avg_box", "largest_component"),
+    "ground_truth": ("ground_truth", None, None),
+}
+
+
+class EncoderOnce:
+    """Wraps the image encoder so that the same input (every source of one batch) is encoded once."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.last_input = None
+        self.last_output = None
+
+    def __call__(self, rgb):
+        import torch
+
+        if self.last_input is None or self.last_input.shape != rgb.shape or not torch.equal(self.last_input, rgb):
+            self.last_input, self.last_output = rgb.clone(), self.encoder(rgb)
+        return self.last_output
+
+
+def source_config(config, source: str):
+    """The model config that takes its boxes from ``source`` (``model`` and ``aux_masks``: unchanged)."""
+    if source not in CONFIGS:
+        return config
+    mode, variant, region = CONFIGS[source]
+    generator = config.prompt_generator
+    if variant is not None:
+        generator = replace(generator, variant=variant, mask_box_region=region)
+    return replace(config, prompt_mode=mode, prompt_generator=generator)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--patches", type=int, default=56, help="validation patches (cycling over the cases)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the patch draw")
+    parser.add_argument(
+        "--plans", type=Path, default=None, help="the training's plans folder (default: MODEL_DIR/../plans)"
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+
+    from masksam.data.targets import build_class_slot_targets
+    from masksam.inference.semantic import class_weighted_masks, semantic_scores
+    from masksam.training.checkpoint import load_trained_model
+    from masksam.training.validation import confusion_counts, dice_from_counts, draw_validation_patches
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trained = load_trained_model(args.checkpoint)
+    model, config = trained.model, trained.model.config
+    if config.queries != "class_slots":
+        raise SystemExit(f"{args.checkpoint}: a class-slot model is needed (this one has {config.queries} queries)")
+    fold = int(trained.payload["training_config"]["fold"])
+    plans_dir = args.plans or args.checkpoint.resolve().parents[2] / "plans"
+    validation_cases = json.loads((plans_dir / "splits_final.json").read_text())[fold]["val"]
+    patches = draw_validation_patches(
+        plans_dir / trained.plans.preprocessed_folder,
+        validation_cases,
+        count=args.patches,
+        patch_size=config.patch_size,
+        seed=args.seed,
+    )
+    model.image_encoder = EncoderOnce(model.image_encoder)
+    num_classes = config.num_classes
+    slot_probabilities = F.one_hot(torch.tensor(config.segment_class_ids()), num_classes + 1)[:, :-1].float()
+    counts = {source: torch.zeros(num_classes, 3, dtype=torch.int64) for source in SOURCES}
+    with torch.no_grad():
+        for image, label in patches.batches(trained.plans.batch_size):
+            targets = build_class_slot_targets(label, num_classes=num_classes, include_background=False)
+            for source in SOURCES:
+                model.config = source_config(config, source)
+                output = model(image, targets.boxes if source == "ground_truth" else None)
+                if source == "aux_masks":
+                    probabilities = slot_probabilities.expand(output.aux_mask_logits.shape[0], -1, -1)  # (G, N, K)
+                    scores = class_weighted_masks(probabilities, output.aux_mask_logits, include_background=False)
+                else:
+                    scores = semantic_scores(output.class_logits, output.mask_logits, include_background=False)
+                counts[source] += confusion_counts(scores.argmax(dim=1).reshape(label.shape), label, num_classes)
+    names = [name for name, value in sorted(trained.plans.labels.items(), key=lambda item: item[1]) if value]
+    print(f"\n{args.checkpoint}: {len(patches)} validation patches of fold {fold}, pseudo-Dice in %\n")
+    print(f"| boxes from | {' | '.join(names)} | mean |")
+    print(f"|---|{'---|' * (len(names) + 1)}")
+    for source in SOURCES:
+        dice = dice_from_counts(counts[source])[1:] * 100
+        print(f"| {source} | {' | '.join(f'{float(v):.1f}' for v in dice)} | {float(dice.mean()):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
