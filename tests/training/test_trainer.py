@@ -428,6 +428,67 @@ def test_a_budgeted_run_ends_within_its_budget_at_learning_rate_zero(planned_dat
     assert "time budget used up" not in (trainer.fold_dir / "training_log.txt").read_text()
 
 
+def test_a_resumed_run_gets_what_is_left_of_its_budget(planned_dataset, tmp_path, monkeypatch):
+    """Interrupted after its first epoch (3.5 s of 12), resumed on a busier machine (2 s steps): the second part
+    may use the 8.5 s left, not a fresh 12 s, so the run's training time stays within its budget."""
+    first = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    on_fake_clock(first, FakeClock(), monkeypatch)
+    first.fit(stop_after_epochs=1)
+    latest = ckpt.read_checkpoint(first.fold_dir / "checkpoint_latest.pt")
+    assert latest["training_seconds"] == pytest.approx(3.5)  # recorded for the next part
+
+    second = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    clock = FakeClock(step_seconds=lambda index: 2.0, start=5000.0)
+    on_fake_clock(second, clock, monkeypatch)
+    state = second.fit(resume=True)
+    assert state.epoch == 2  # a third 4.5 s epoch would end past the 12 s (a fresh deadline allowed it: 12.5 s)
+    assert clock.elapsed <= 12.0 - 3.5
+    assert state.training_seconds == pytest.approx(3.5 + 4.5)
+    assert sum(record["epoch_seconds"] for record in state.history) <= 12.0
+    log = (second.fold_dir / "training_log.txt").read_text()
+    assert "time budget used up after epoch 2 of 3 (0.1 of 0.2 minutes trained)" in log
+    assert ckpt.read_checkpoint(second.fold_dir / "checkpoint_final.pt")["training_seconds"] == pytest.approx(8.0)
+
+
+def test_a_run_whose_budget_is_spent_trains_no_epoch_on_continue(planned_dataset, tmp_path, monkeypatch):
+    """Steps slowed from 1 s to 4 s after the schedule was fitted: the budget stops the run after epoch 2 of 3
+    (3.5 + 8.5 s of 12). Continued under the same budget, it trains nothing more; without one, it finishes."""
+    first = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    on_fake_clock(first, FakeClock(step_seconds=lambda index: 1.0 if index < 3 else 4.0), monkeypatch)
+    assert first.fit().epoch == 2
+    assert (
+        "run again with --continue and a larger --time-budget (or none)"
+        in (first.fold_dir / "training_log.txt").read_text()
+    )
+
+    again = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    clock = FakeClock()
+    on_fake_clock(again, clock, monkeypatch)
+    assert again.fit(resume=True).epoch == 2 and clock.steps == 0
+
+    no_budget = replace(BUDGETED, time_budget_minutes=None)
+    unbudgeted = make_trainer(planned_dataset, tmp_path / "model", no_budget, num_queries=4)
+    on_fake_clock(unbudgeted, FakeClock(), monkeypatch)
+    state = unbudgeted.fit(resume=True)
+    assert state.epoch == state.schedule.epochs == 3 and state.history[-1]["lr"] == 0.0
+
+
+def test_a_checkpoint_from_before_training_seconds_counts_its_epochs(planned_dataset, tmp_path, monkeypatch):
+    first = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    on_fake_clock(first, FakeClock(), monkeypatch)
+    first.fit(stop_after_epochs=1)
+    path = first.fold_dir / "checkpoint_latest.pt"
+    payload = ckpt.read_checkpoint(path)
+    del payload["training_seconds"]
+    payload["history"][0]["epoch_seconds"] = 11.0
+    ckpt.save_atomic(payload, path)
+    resumed = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
+    clock = FakeClock()
+    on_fake_clock(resumed, clock, monkeypatch)
+    resumed.fit(resume=True)
+    assert resumed.state.epoch == 1 and clock.steps == 0  # 11 s of 12 spent: no 11 s epoch fits
+
+
 @pytest.mark.slow  # the budget is 15 s of real time
 def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
     """The same on the real clock: the budget holds the run's whole wall time (planning, epochs, validation)."""
