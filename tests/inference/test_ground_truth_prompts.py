@@ -155,7 +155,9 @@ def test_each_query_takes_the_class_of_its_prompt() -> None:
     targets = trainer_targets(gt.model, labels)
     with torch.no_grad():
         output = gt.model(patches, targets.boxes)
-    expected = prompted_semantic_scores(targets.class_ids, output.mask_logits, num_classes=3)  # (T, K, H, W)
+    expected = prompted_semantic_scores(
+        targets.class_ids, output.mask_logits, num_classes=3, prompt_boxes=targets.boxes
+    )  # (T, K, H, W)
     torch.testing.assert_close(scores[0].transpose(0, 1), expected)
     from_class_head = semantic_scores(output.class_logits, output.mask_logits)
     assert from_class_head.max() < 1e-6 < expected[:, 1:].amax()

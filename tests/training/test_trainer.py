@@ -244,6 +244,7 @@ def test_ground_truth_prompts_match_each_query_to_its_prompt(planned_dataset, mo
         output.mask_logits,
         num_classes=config.num_classes,
         include_background=config.include_background,
+        prompt_boxes=targets.boxes,
     )
     assert torch.equal(predicted, scores.argmax(dim=1).reshape(label.shape))
 
