@@ -50,7 +50,10 @@ def train(
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs (default 100; with --continue: extend to)."),
     iterations: int = typer.Option(None, "--iters-per-epoch", min=1, help="Optimiser steps per epoch (default 250)."),
     time_budget: float = typer.Option(
-        None, "--time-budget", help="Minutes for this run; epochs (and iterations) are fitted after timing steps."
+        None,
+        "--time-budget",
+        help="Minutes of training in all; epochs (and iterations) are fitted after timing steps. With --continue "
+        "the minutes already trained count: give more (or none) to finish a run its budget stopped.",
     ),
     resume: bool = typer.Option(False, "--continue", help="Resume from the fold's checkpoint_latest.pt."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),

@@ -63,6 +63,9 @@ class TrainerState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_ema: float = -math.inf
     ema: float | None = None
+    # Wall seconds of training over every part of a resumed run, up to its last finished epoch: what the time
+    # budget counts, so that a resumed run gets what is left of the budget rather than a fresh one.
+    training_seconds: float = 0.0
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -308,14 +311,15 @@ class Trainer:
             stop_after_epochs: Stop (as if interrupted) after this many epochs of this call (tests, debugging).
         """
         started = time.monotonic()
-        deadline = None
-        if self.config.time_budget_minutes is not None:
-            deadline = started + 60 * self.config.time_budget_minutes
         if resume:
             self.resume(extend_to_epochs)
         else:
             self.initialise_boxes()
             self.log_start()
+        trained_before = self.state.training_seconds  # by earlier parts of a resumed run
+        deadline = None
+        if self.config.time_budget_minutes is not None:
+            deadline = started + 60 * self.config.time_budget_minutes - trained_before
         self.validation_patches = draw_validation_patches(
             self.plans_dir / self.plans.preprocessed_folder,
             self.val_ids,
@@ -326,19 +330,21 @@ class Trainer:
         epochs_this_call = 0
         stopped_by_budget = False
         while self.state.epoch < self.state.schedule.epochs:
+            # An epoch that would end past the deadline (the last epoch's time as its estimate) is not started;
+            # checked before each epoch, so a resumed run whose budget is spent trains none.
+            if deadline is not None and self.state.history:
+                if time.monotonic() + self.state.history[-1]["epoch_seconds"] > deadline:
+                    stopped_by_budget = True
+                    break
             epoch_started = time.monotonic()
             self.run_epoch(deadline if self.state.epoch == 0 and not resume else None)
             validation = self.validate()
             self.watch_memory()
+            self.state.training_seconds = trained_before + time.monotonic() - started
             self.end_epoch(validation, time.monotonic() - epoch_started)
             epochs_this_call += 1
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 return self.state
-            if deadline is not None and self.state.epoch < self.state.schedule.epochs:
-                last_epoch = self.state.history[-1]["epoch_seconds"]
-                if time.monotonic() + last_epoch > deadline:
-                    stopped_by_budget = True
-                    break
         self.finish(stopped_by_budget)
         return self.state
 
@@ -501,8 +507,9 @@ class Trainer:
             self.save("best")  # no validation cases: the final model is the best we know
         if stopped_by_budget:
             self.log(
-                f"time budget used up after epoch {self.state.epoch} of {self.state.schedule.epochs}; "
-                "run again with --continue to finish the schedule"
+                f"time budget used up after epoch {self.state.epoch} of {self.state.schedule.epochs} "
+                f"({self.state.training_seconds / 60:.1f} of {self.config.time_budget_minutes:g} minutes trained); "
+                "run again with --continue and a larger --time-budget (or none) to finish the schedule"
             )
         if self.tensorboard is not None:
             self.tensorboard.close()
@@ -576,6 +583,7 @@ class Trainer:
             history=self.state.history,
             best_ema=self.state.best_ema,
             ema=self.state.ema,
+            training_seconds=self.state.training_seconds,
         )
         return payload
 
@@ -600,6 +608,10 @@ class Trainer:
             history=list(payload["history"]),
             best_ema=payload["best_ema"],
             ema=payload["ema"],
+            # Checkpoints written before runs recorded it: the time of their epochs.
+            training_seconds=payload.get(
+                "training_seconds", sum(record.get("epoch_seconds", 0.0) for record in payload["history"])
+            ),
         )
 
     def resume(self, extend_to_epochs: int | None) -> None:
