@@ -31,9 +31,10 @@ def determine(
     """Choose the rule on validation cases: the largest foreground component if it raises the mean Dice, then
     each class's largest component where it raises that class's Dice. Prints the Dice of each stage."""
     from masksam.evaluation.postprocessing import RULE_FILE, determine_postprocessing, read_pairs
+    from masksam.evaluation.summary import label_values
 
     pairs = read_pairs(prediction_dir, reference_dir, only_predicted=only_predicted)
-    classes = sorted({int(v) for _, reference in pairs for v in _foreground_values(reference)})
+    classes = sorted({v for _, reference in pairs for v in label_values(reference) if v != 0})
     choice = determine_postprocessing(pairs, classes)
     print(f"{len(pairs)} case(s), mean Dice per class:")
     for stage, values in choice.dice.items():
@@ -45,12 +46,6 @@ def determine(
     )
     print(f"rule: {choice.rule.describe()}")
     print(f"written: {path} (apply it with: masksam postprocess apply IN_DIR OUT_DIR -r {path})")
-
-
-def _foreground_values(labels) -> list[int]:
-    import numpy as np
-
-    return [int(v) for v in np.flatnonzero(np.bincount(labels.ravel())) if v != 0]
 
 
 @app.command("apply")

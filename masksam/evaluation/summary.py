@@ -288,7 +288,8 @@ def integer_labels(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def _values(array: np.ndarray) -> tuple[int, ...]:
+def label_values(array: np.ndarray) -> tuple[int, ...]:
+    """The label values present in an integer array, ascending."""
     # bincount is one linear pass (np.unique would sort a whole CT volume).
     return tuple(int(v) for v in np.flatnonzero(np.bincount(array.ravel())))
 
@@ -320,7 +321,7 @@ def evaluate_case(job: CaseJob) -> CaseResult:
         )
     predicted = integer_labels(prediction.array, job.prediction)
     expected = integer_labels(reference.array, job.reference)
-    prediction_values, reference_values = _values(predicted), _values(expected)
+    prediction_values, reference_values = label_values(predicted), label_values(expected)
     if job.allowed_values is not None:
         for path, values, role in (
             (job.prediction, prediction_values, "prediction"),
