@@ -32,6 +32,7 @@ from masksam.data.loader import read_split
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, ConfigError
 from masksam.training import checkpoint as ckpt
+from masksam.training.compilation import compile_network
 from masksam.training.config import TrainingConfig
 from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from masksam.training.optim import build_optimizer
@@ -87,7 +88,7 @@ class UNetTrainer(Trainer):
             device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
             network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         if self.config.compile:
-            network = torch.compile(network)
+            network = compile_network(network)
         return network
 
     def build_criterion(self) -> nn.Module:

@@ -38,6 +38,7 @@ from masksam.training import checkpoint as ckpt
 from masksam.training.amp import resolve_precision
 from masksam.training.box_init import typical_class_boxes
 from masksam.training.budget import Schedule, fit_to_budget
+from masksam.training.compilation import compile_network
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import LossWeights, SetCriterion
 from masksam.training.denoising import DenoisingSettings, denoising_queries
@@ -170,7 +171,7 @@ class Trainer:
                 broadcast_buffers=False,  # the only buffers are frozen SAM statistics, equal on every rank
             )
         if self.config.compile:
-            network = torch.compile(network)
+            network = compile_network(network)
         return network
 
     def build_criterion(self) -> SetCriterion:
