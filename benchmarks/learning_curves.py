@@ -3,20 +3,23 @@
 Every recipe is one ``masksam train`` run on the same plans, fold, seed and wall-clock budget (DESIGN §10); the
 curve is the mean foreground pseudo-Dice of the fixed validation patches (16 patches of the fold's validation
 cases, scored every epoch with the model's own generated prompts) against the minutes of training so far, read
-from each run's ``metrics.csv``. Recipes are cumulative, in the order of issue 13:
+from each run's ``metrics.csv``. Recipes are cumulative, in the order of issue 13, all at 128² (the
+``masksam train`` default, a quarter of 256²'s step cost) so that side-by-side runs fit in memory:
 
 - ``fidelity``: today's model with the paper's training recipe (the step-0 fidelity fixes, and the auxiliary
-  masks' foreground-prior start, are not switches): N = 8 matched queries with a background segment, 256²
-  input, no denoising, one learning rate (1e-3), no warm-up;
+  masks' foreground-prior start, are not switches): N = 8 matched queries with a background segment, starting
+  boxes spread over the image, no denoising, one learning rate (1e-3), no warm-up, auxiliary masks weighted 0.5,
+  the paper's box rule (mean of the learned box and the box of the whole auxiliary mask);
 - ``denoising``: + one group of prompt-denoising queries per class;
 - ``class_slots``: + one query per foreground class (no matching), boxes starting at each class's typical box;
 - ``optimiser``: + parameter groups (lr 2e-3, adapters inside SAM at half of it), 20 warm-up steps, auxiliary
   masks weighted 1.5, encoder adapters paused for the first half of the steps (cheaper steps);
-- ``size_128``: + LiteMedSAM at 128² instead of 256² (the ``masksam train`` default);
-- ``fidelity_128``: the paper recipe at 128², to compare the training recipe alone at the same step cost.
+- ``largest_component``: + box prompts from the auxiliary masks' largest connected component alone (the
+  ``masksam train`` defaults);
+- ``fidelity_256``: the paper recipe at 256², to show what the smaller input buys on the same budget.
 
-Two LiteMedSAM runs at 256² do not fit side by side in 24 GB (about 13 GB each): run the 256² recipes with
-``--parallel 1``.
+A LiteMedSAM run at 256² takes about 13 GB: two of them do not fit side by side in 24 GB, one beside a 128²
+run does.
 
 Runs can go side by side (``--parallel 2``, each on one thread: the same share of the machine for each), and a
 finished run in ``--output`` is reused. Prints a Markdown table (Dice at the end, steps, seconds per step) and
@@ -26,7 +29,7 @@ writes ``curves.png`` and ``curves.json``.
 
 Usage::
 
-    python benchmarks/learning_curves.py [--minutes 12] [--recipes fidelity denoising ...] [--parallel 2]
+    python benchmarks/learning_curves.py [--minutes 14] [--recipes fidelity denoising ...] [--parallel 2]
         [--output learning_curves] [--dataset ../shared/data/Dataset027_ACDC]
 """
 
@@ -44,52 +47,57 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
 
-# Each recipe: (what it adds, `masksam train` options, training settings for --config). Cumulative, in order.
+# Each recipe: (what it adds, `masksam train` options, run settings for --config). Cumulative, in order.
 OLD_TRAINING: dict = {
     "learning_rate": 1e-3,
     "denoising_groups": 0,
     "warmup_steps": 0,
     "adapter_lr_scale": 1.0,
     "aux_mask_weight": 0.5,
+    "box_init": "spread",
+    "encoder_adapters_from": 0.0,
 }
+# The paper's box rule: the mean of the learned box and the box of every auxiliary-mask pixel above threshold.
+OLD_BOXES: dict = {"prompt_generator": {"variant": "mask_avg_box", "mask_box_region": "all"}}
+PAPER_RECIPE = {"model": OLD_BOXES, "training": OLD_TRAINING}
 RECIPES: dict[str, tuple[str, list[str], dict]] = {
     "fidelity": (
-        "step-0 fidelity, paper recipe (8 matched queries, 256²)",
-        ["--queries", "matched", "--image-size", "256"],
-        {**OLD_TRAINING, "box_init": "spread", "encoder_adapters_from": 0.0},
-    ),
-    "fidelity_128": (
-        "step-0 fidelity, paper recipe at 128²",
+        "step-0 fidelity, paper recipe (8 matched queries)",
         ["--queries", "matched", "--image-size", "128"],
-        {**OLD_TRAINING, "box_init": "spread", "encoder_adapters_from": 0.0},
+        PAPER_RECIPE,
     ),
     "denoising": (
         "+ prompt denoising",
-        ["--queries", "matched", "--image-size", "256"],
-        {**OLD_TRAINING, "denoising_groups": 1, "box_init": "spread", "encoder_adapters_from": 0.0},
+        ["--queries", "matched", "--image-size", "128"],
+        {"model": OLD_BOXES, "training": {**OLD_TRAINING, "denoising_groups": 1}},
     ),
     "class_slots": (
         "+ class-slot queries, class boxes",
-        ["--queries", "class_slots", "--image-size", "256"],
-        {**OLD_TRAINING, "denoising_groups": 1, "box_init": "dataset", "encoder_adapters_from": 0.0},
+        ["--queries", "class_slots", "--image-size", "128"],
+        {"model": OLD_BOXES, "training": {**OLD_TRAINING, "denoising_groups": 1, "box_init": "dataset"}},
     ),
     "optimiser": (
         "+ groups, warm-up, aux weight, paused encoder",
-        ["--queries", "class_slots", "--image-size", "256"],
-        {},
+        ["--queries", "class_slots", "--image-size", "128"],
+        {"model": OLD_BOXES},
     ),
-    "size_128": ("+ 128² input (the defaults)", [], {}),
+    "largest_component": ("+ boxes of the masks' largest component (the defaults)", [], {}),
+    "fidelity_256": (
+        "paper recipe at 256² (what 128² buys)",
+        ["--queries", "matched", "--image-size", "256"],
+        PAPER_RECIPE,
+    ),
 }
 
 
-def write_settings(path: Path, training: dict) -> Path:
-    """A ``--config`` file with the recipe's training settings (JSON is valid YAML)."""
-    path.write_text(json.dumps({"training": training}, indent=2))
+def write_settings(path: Path, settings: dict) -> Path:
+    """A ``--config`` file with the recipe's ``model`` and ``training`` settings (JSON is valid YAML)."""
+    path.write_text(json.dumps(settings, indent=2))
     return path
 
 
 def train_command(name: str, args) -> list[str]:
-    _, options, training = RECIPES[name]
+    _, options, settings = RECIPES[name]
     folder = args.output / name
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "masksam", "train", str(args.dataset), "-o", str(folder)]
@@ -97,8 +105,8 @@ def train_command(name: str, args) -> list[str]:
     command += ["--seed", str(args.seed), "--num-workers", "1", "--no-final-validation", *options]
     if args.parallel > 1:
         command += ["--threads", "1"]
-    if training:
-        command += ["--config", str(write_settings(folder / "recipe.json", training))]
+    if settings:
+        command += ["--config", str(write_settings(folder / "recipe.json", settings))]
     return command
 
 
@@ -176,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--output", type=Path, default=Path("learning_curves"))
-    parser.add_argument("--minutes", type=float, default=12.0, help="training budget of each recipe")
+    parser.add_argument("--minutes", type=float, default=14.0, help="training budget of each recipe")
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--parallel", type=int, default=1, help="runs side by side (each then on one thread)")
     parser.add_argument("--seed", type=int, default=0)
