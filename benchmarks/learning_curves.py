@@ -158,7 +158,9 @@ def draw_runs(runs: list[str], path: Path) -> None:
     draw(curves, path, max(data["minutes"][-1] for data in curves.values()), labels={k: k for k in curves})
 
 
-def draw(curves: dict[str, dict], path: Path, minutes: float, labels: dict[str, str] | None = None) -> None:
+def draw(
+    curves: dict[str, dict], path: Path, minutes: float, labels: dict[str, str] | None = None, parallel: int = 1
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +171,8 @@ def draw(curves: dict[str, dict], path: Path, minutes: float, labels: dict[str, 
     for name, data in curves.items():
         label = labels[name] if labels else RECIPES[name][0]
         axes.plot([0.0, *data["minutes"]], [0.0, *data["mean_dice"]], marker="o", markersize=3, label=label)
-    axes.set_xlabel("training minutes (2-core CPU, run alone unless --parallel)")
+    sharing = "run alone" if parallel == 1 else f"{parallel} runs side by side, 1 thread each"
+    axes.set_xlabel(f"training minutes (2-core CPU, {sharing})")
     axes.set_ylabel("mean pseudo-Dice, fold-0 validation patches")
     axes.set_xlim(0, minutes * 1.02)
     axes.set_ylim(-0.02, 1.0)
@@ -203,7 +206,7 @@ def main() -> None:
         )
     run_recipes(args.recipes, args)
     curves = {name: curve(args.output / name) for name in args.recipes}
-    draw(curves, args.output / "curves.png", args.minutes)
+    draw(curves, args.output / "curves.png", args.minutes, parallel=args.parallel)
     (args.output / "curves.json").write_text(json.dumps(curves, indent=2))
     print(f"\n{args.minutes:g} minutes per recipe, {args.parallel} side by side\n")
     print("| recipe | steps | s/step | RV | MYO | LV | mean pseudo-Dice at the end | best |")
