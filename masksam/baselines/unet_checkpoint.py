@@ -3,9 +3,11 @@
 ``checkpoint_best.pt``/``checkpoint_final.pt`` of a training run are model files (plus the run's settings and
 history); ``checkpoint_latest.pt`` adds the optimiser, scheduler and RNG states that a resume needs.
 
-The file is a plain dict saved with ``torch.save`` through :func:`masksam.training.checkpoint.save_atomic`
-(temporary file, fsync, rename) and read with ``weights_only=True``. It has its own ``format`` tag, so a
-MaskSAM checkpoint given where a U-Net is expected (or the reverse) is refused in one line.
+The file is a plain dict saved with ``torch.save`` through :func:`masksam.model_files.save_atomic`
+(temporary file, fsync, rename) and read with ``weights_only=True``. Its ``format`` tag is
+:data:`masksam.model_files.UNET_MODEL`, so a MaskSAM checkpoint given where a U-Net is expected (or the
+reverse) is refused in one line; :func:`load_unet` is registered as the reader of that tag, so
+:func:`masksam.model_files.load_model_file` rebuilds a U-Net once this package is imported.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import torch
 from masksam.baselines.unet import UNet, UNetConfig
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, MaskSamError
-from masksam.training.checkpoint import UNET_FORMAT, read_tagged_file
+from masksam.model_files import UNET_MODEL, read_tagged_file, register_loader
 
-UNET_VERSION = 1
+UNET_FORMAT = UNET_MODEL.tag
+UNET_VERSION = UNET_MODEL.version
 
 
 @dataclass
@@ -51,14 +54,7 @@ def read_unet_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: Missing, unreadable, a MaskSAM checkpoint, or another format version.
     """
-    return read_tagged_file(
-        path,
-        expected_format=UNET_FORMAT,
-        version=UNET_VERSION,
-        weights_only=True,
-        not_found="train one first (train_unet) or check the path",
-        foreign="pass a U-Net run's checkpoint_final.pt",
-    )
+    return read_tagged_file(path, UNET_MODEL)
 
 
 def load_unet_state(model: UNet, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -94,3 +90,6 @@ def load_unet(path: str | Path, *, device: str | torch.device = "cpu") -> Traine
     model = UNet(config)
     load_unet_state(model, payload["state"], path)
     return TrainedUNet(model=model.to(device).eval(), plans=plans, payload=payload, path=path)
+
+
+register_loader(UNET_FORMAT, load_unet)

@@ -1,4 +1,8 @@
-"""``masksam plan``: validate an nnU-Net raw dataset, plan it and fill the preprocessed cache."""
+"""``masksam plan``: validate an nnU-Net raw dataset, plan it and fill the preprocessed cache that ``train`` reads.
+
+The dataset is a folder or an nnU-Net ID (``masksam plan 27``, ``-d 27``); plans and cache go to the folder every
+``train`` of the dataset looks in first (``masksam.data.locations``).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,20 @@ from pathlib import Path
 
 import typer
 
+from masksam.cli.dataset_argument import DATASET_HELP, DATASET_ID_HELP, dataset_of
 from masksam.errors import DatasetError
+
+PLANS_DIR_HELP = (
+    "Plans and preprocessed cache folder, shared by plan and train (default: $MASKSAM_PREPROCESSED/DATASET_FOLDER_NAME,"
+    " or ./masksam_preprocessed/DATASET_FOLDER_NAME when the variable is unset)."
+)
 
 
 def plan(
-    dataset_dir: Path = typer.Argument(..., help="nnU-Net v2 raw dataset folder (dataset.json, imagesTr, labelsTr)."),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="Plans folder (default: ./masksam_preprocessed/DATASET_FOLDER_NAME)."
-    ),
+    ctx: typer.Context,
+    dataset_dir: Path = typer.Argument(None, help=DATASET_HELP, show_default=False),
+    dataset_id: str = typer.Option(None, "-d", "--dataset", help=DATASET_ID_HELP),
+    output: Path = typer.Option(None, "--output", "-o", help=PLANS_DIR_HELP),
     preset: str = typer.Option("auto", help="Patch/query preset: auto (by dataset name), none, acdc, synapse, amos."),
     num_workers: int = typer.Option(2, "--num-workers", "-j", help="Worker processes for reading and preprocessing."),
     folds: int = typer.Option(5, help="Cross-validation folds in splits_final.json."),
@@ -28,10 +38,12 @@ def plan(
     ),
 ) -> None:
     """Check a dataset, write plans.json + splits_final.json, and cache preprocessed cases."""
+    from masksam.data.locations import default_plans_dir
     from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.validation import DatasetValidationError
 
-    output = output or Path("masksam_preprocessed") / dataset_dir.resolve().name
+    dataset_dir = dataset_of(ctx, dataset_dir, dataset_id)
+    output = output or default_plans_dir(dataset_dir)
     try:
         result = plan_and_preprocess(
             dataset_dir,

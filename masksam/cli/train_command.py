@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from masksam.cli.dataset_argument import DATASET_HELP, DATASET_ID_HELP, dataset_of
 from masksam.errors import ConfigError, Interrupted
 
 FOLD_HELP = (
@@ -36,10 +37,15 @@ def parse_fold(text: str) -> int:
 
 def train(
     ctx: typer.Context,
-    dataset_dir: Path = typer.Argument(..., help="nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr)."),
+    dataset_dir: Path = typer.Argument(None, help=DATASET_HELP, show_default=False),
+    dataset_id: str = typer.Option(None, "-d", "--dataset", help=DATASET_ID_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Model folder; one fold_F sub-folder per fold."),
     plans_dir: Path = typer.Option(
-        None, "--plans", help="Plans folder from 'masksam plan' (default: OUTPUT/plans, planned here if missing)."
+        None,
+        "--plans",
+        help="Plans and preprocessed cache folder, shared with 'masksam plan' and other runs (default: "
+        "$MASKSAM_PREPROCESSED/DATASET_FOLDER_NAME, or ./masksam_preprocessed/DATASET_FOLDER_NAME; planned there "
+        "if missing, its cache reused if made for its plans).",
     ),
     fold: int = typer.Option(0, "--fold", "-f", parser=parse_fold, metavar="FOLD", help=FOLD_HELP),
     backbone: str = typer.Option("lite_medsam", "--backbone", "-b", help="lite_medsam, vit_b, vit_l, vit_h or tiny."),
@@ -107,7 +113,7 @@ def train(
     """Train MaskSAM on one fold; writes checkpoints, config.yaml, metrics.csv, progress.png and training_log.txt."""
     options = dict(locals())  # the parameters, given or defaulted (before any other local name exists)
     from masksam.data.loader import read_split
-    from masksam.data.plans import Plans
+    from masksam.data.locations import training_plans_dir
     from masksam.training import checkpoint as ckpt
     from masksam.training.config import TrainingConfig
     from masksam.training.distributed import init_distributed, shutdown_distributed
@@ -118,6 +124,7 @@ def train(
     if resume and config_file is not None:
         raise ConfigError(f"{config_file}: --config starts a new run; --continue takes the run's own settings")
     run_file = read_run_settings(config_file) if config_file is not None else {"model": {}, "training": {}}
+    dataset_dir = options["dataset_dir"] = dataset_of(ctx, dataset_dir, dataset_id)  # the folder, also to resume with
 
     def given(parameter: str) -> bool:
         # By name: typer may run its own vendored copy of click, whose ParameterSource is another enum.
@@ -127,10 +134,8 @@ def train(
     context = init_distributed(device)
     fold_dir, training_config, stage = ckpt.fold_dir(output, fold), None, "setup"
     try:
-        plans_dir = plans_dir or output / "plans"
-        if not (plans_dir / "plans.json").is_file():
-            _plan(dataset_dir, plans_dir, context)
-        plans = Plans.load(plans_dir)
+        plans_dir = training_plans_dir(dataset_dir, output, plans_dir)
+        plans = _prepare(dataset_dir, plans_dir, context)
         if resume:
             fold_dir = ckpt.fold_dir(output, fold)
             latest = ckpt.checkpoint_path(fold_dir, "latest")
@@ -308,14 +313,22 @@ def _model_config(payload: dict):
     return MaskSamConfig.from_dict(payload["model_config"])
 
 
-def _plan(dataset_dir: Path, plans_dir: Path, context) -> None:
-    """Plans and preprocesses on rank 0 while the other ranks wait."""
+def _prepare(dataset_dir: Path, plans_dir: Path, context):
+    """Plans (once) and checks or fills the preprocessed cache on rank 0 while the other ranks wait; the plans.
+
+    A cache made for the plans is reused without a word; otherwise a line says what was preprocessed, and where.
+    """
     import torch.distributed as dist
 
-    from masksam.data.pipeline import plan_and_preprocess
+    from masksam.data.pipeline import prepare_for_training
+    from masksam.data.plans import Plans
 
     if context.is_main:
-        print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
-        plan_and_preprocess(dataset_dir, plans_dir, progress=sys.stderr.isatty())
+        if not (plans_dir / "plans.json").is_file():
+            print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
+        prepared = prepare_for_training(dataset_dir, plans_dir, progress=sys.stderr.isatty())
+        if prepared.action != "reused":
+            print(prepared.describe(), flush=True)
     if context.is_distributed:
         dist.barrier()
+    return Plans.load(plans_dir)

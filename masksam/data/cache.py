@@ -87,6 +87,10 @@ class CaseCache:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
+    def case_files(self, case_id: str) -> tuple[Path, Path, Path, Path]:
+        """(image, label, foreground, properties) files of a case, properties last (written last)."""
+        return self._paths(case_id)
+
     def _paths(self, case_id: str) -> tuple[Path, Path, Path, Path]:
         base = self.folder / case_id
         return (

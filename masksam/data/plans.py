@@ -73,7 +73,8 @@ class Plans:
         oversample_foreground_percent: Fraction of each batch forced to contain foreground.
         include_background: Background is a target segment (paper default).
         preset: Preset that fixed patch size and queries, or None.
-        preprocessed_folder: Cache folder, relative to the plans folder.
+        preprocessed_folder: Cache folder, relative to the plans folder (``preprocessed_<key>``, named by the
+            preprocessing fields: see ``cache_folder``; ``preprocessed`` in plans of older masksam versions).
         plans_version: Format version.
         spacing_known: False when dataset.json says spacing is unknown (then 1 mm is assumed everywhere).
     """

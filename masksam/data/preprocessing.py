@@ -133,16 +133,25 @@ def foreground_locations(label: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.concatenate(rows).astype(np.int32) if rows else np.zeros((0, 4), np.int32)
 
 
-def cache_key(case: CaseFiles, plans: Plans) -> str:
-    """Hash of everything a cached case depends on: preprocessing plans and the source files' size/mtime."""
-    relevant = {
+def preprocessing_fields(plans: Plans) -> dict:
+    """The plans' fields that preprocessing depends on (and the preprocessing code's version)."""
+    return {
         "version": PREPROCESSING_VERSION,
         "transpose": plans.transpose,
         "target_spacing": plans.target_spacing,
         "anisotropic": plans.anisotropic,
         "normalization": [vars(n) for n in plans.normalization],
-        "files": [],
     }
+
+
+def preprocessing_key(plans: Plans) -> str:
+    """Hash of ``preprocessing_fields``: plans with the same key preprocess every case identically."""
+    return hashlib.sha256(json.dumps(preprocessing_fields(plans), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_key(case: CaseFiles, plans: Plans) -> str:
+    """Hash of everything a cached case depends on: preprocessing plans and the source files' size/mtime."""
+    relevant = {**preprocessing_fields(plans), "files": []}
     for path in (*case.images, case.label):
         if path is not None:
             stat = Path(path).stat()

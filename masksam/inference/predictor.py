@@ -64,7 +64,7 @@ from masksam.inference.export import (
 from masksam.inference.semantic import query_scores
 from masksam.inference.sliding_window import ScoreFunction, SlidingWindowConfig, stream_scores, window_grid
 from masksam.inference.tta import mirror_axes, with_mirroring
-from masksam.training.checkpoint import (
+from masksam.model_files import (
     CHECKPOINT_NAMES,
     TrainedModel,
     checkpoint_path,

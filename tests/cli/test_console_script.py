@@ -75,7 +75,9 @@ def finished_outputs(folder: Path) -> list[str]:
     ("args", "named"),
     [
         pytest.param(["predict", "-i", "in", "-o", "out"], "'--model' / '-m'", id="missing-option"),
-        pytest.param(["train"], "dataset_dir", id="missing-argument"),
+        pytest.param(["train"], "'--output' / '-o'", id="missing-option-of-train"),
+        pytest.param(["train", "-o", "out"], "dataset_dir / -d", id="missing-argument"),
+        pytest.param(["plan", "data", "-d", "27"], "dataset_dir / -d", id="dataset-given-twice"),
         pytest.param(["foo"], "'foo'", id="unknown-command"),
         pytest.param(
             ["predict", "-i", "in", "-o", "out", "-m", "m", "--disable_tta"], "--disable_tta", id="unknown-option"

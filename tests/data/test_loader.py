@@ -15,6 +15,7 @@ from masksam.data.augmentation import AugmentationConfig
 from masksam.data.cache import CachedCase, CaseCache
 from masksam.data.loader import PatchStream, make_train_loader, read_split
 from masksam.data.pipeline import plan_and_preprocess
+from masksam.data.plans import Plans
 from masksam.errors import ConfigError, DatasetError
 
 PATCH = (4, 32, 32)
@@ -62,7 +63,8 @@ def test_reproducible_with_two_workers(planned):
 
 def test_last_third_of_each_batch_has_foreground(planned):
     train, _ = read_split(planned, 0)
-    stream = PatchStream(planned / "preprocessed", train, (1, 8, 8), batch_size=3, augmentation=None, seed=0)
+    cache = planned / Plans.load(planned).preprocessed_folder
+    stream = PatchStream(cache, train, (1, 8, 8), batch_size=3, augmentation=None, seed=0)
     items = list(itertools.islice(iter(stream), 60))
     forced = [label for index, (_, label) in enumerate(items) if index % 3 == 2]
     assert all(label.any() for label in forced)

@@ -18,14 +18,15 @@ def test_synthetic_end_to_end_and_rerun_skips(dataset, tmp_path):
     out = tmp_path / "plans"
     result = plan_and_preprocess(dataset, out, num_workers=0, progress=False)
     assert (result.written, result.skipped) == (3, 0)
-    names = {p.name for p in out.iterdir()}
-    assert names == {"plans.json", "dataset.json", "dataset_fingerprint.json", "splits_final.json", "preprocessed"}
     plans = Plans.load(out)
+    names = {p.name for p in out.iterdir()}
+    cache = plans.preprocessed_folder  # preprocessed_<key of the plans> (see test_cache_folder.py)
+    assert names == {"plans.json", "dataset.json", "dataset_fingerprint.json", "splits_final.json", cache}
     assert plans.preset is None and plans.transpose == (2, 0, 1)
     assert plans.target_spacing == (6.0, 1.5, 1.5)
     splits = json.loads((out / "splits_final.json").read_text())
     assert len(splits) == 3  # three patients: as many folds
-    cached = CaseCache(out / "preprocessed").read("case_000")
+    cached = CaseCache(out / cache).read("case_000")
     assert cached.image.shape[0] == 1 and cached.image.shape[1:] == cached.label.shape
     again = plan_and_preprocess(dataset, out, num_workers=0, progress=False)
     assert (again.written, again.skipped) == (0, 3)
@@ -46,7 +47,7 @@ def test_real_acdc_cases(acdc_small, tmp_path):
     assert plans.preset == "acdc" and plans.patch_size == (4, 256, 256) and plans.num_queries == 8
     assert plans.spacing_known is False and plans.transpose == (2, 0, 1)
     assert plans.normalization[0].scheme == "zscore"
-    cache = CaseCache(out / "preprocessed")
+    cache = CaseCache(out / plans.preprocessed_folder)
     assert cache.case_ids() == ["patient001_frame01", "patient001_frame02", "patient002_frame01"]
     case = cache.read("patient001_frame01")
     assert case.label.shape == (10, 96, 96)  # 10 short-axis slices first

@@ -1,13 +1,18 @@
-"""`masksam plan` on the command line: success output, and every problem listed then one error line."""
+"""`masksam plan` on the command line: success output, every problem listed then one error line, datasets by
+nnU-Net ID, and the plans folder that ``train`` then finds and reuses."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dataset_builders import make_dataset
 
 from masksam import cli  # the package's own CLI: an import error must fail these tests, not skip them
+from masksam.data.plans import Plans
 
 
 def _run(monkeypatch, *args):
@@ -22,7 +27,7 @@ def test_plan_success(dataset, tmp_path, monkeypatch, capsys):
     assert _run(monkeypatch, dataset, "-o", tmp_path / "out", "-j", "0") == 0
     out = capsys.readouterr().out
     assert "plans.json" in out and "3 written" in out
-    assert (tmp_path / "out" / "preprocessed").is_dir()
+    assert (tmp_path / "out" / Plans.load(tmp_path / "out").preprocessed_folder).is_dir()
 
 
 def test_plan_lists_every_problem(tmp_path, monkeypatch, capsys):
@@ -35,3 +40,48 @@ def test_plan_lists_every_problem(tmp_path, monkeypatch, capsys):
     assert "case case_002" in err and "label file missing" in err
     assert err.strip().splitlines()[-1].startswith("masksam: error: dataset")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["-d", "1"], ["1"], ["Dataset001"]], ids=["-d", "positional_id", "name"])
+def test_plan_finds_a_dataset_by_its_id_under_nnunet_raw(dataset, tmp_path, monkeypatch, capsys, args) -> None:
+    monkeypatch.setenv("nnUNet_raw", str(dataset.parent))  # the fixture's folder is Dataset001_Synthetic
+    monkeypatch.setenv("MASKSAM_PREPROCESSED", str(tmp_path / "preprocessed"))
+    assert _run(monkeypatch, *args, "-j", "0", "--no-preprocess") == 0
+    assert (tmp_path / "preprocessed" / "Dataset001_Synthetic" / "plans.json").is_file()
+
+
+def test_an_id_without_nnunet_raw_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert _run(monkeypatch, "-d", "27") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "masksam: error: 27: no such folder, and nnUNet_raw is not set to look the dataset up; export "
+        "nnUNet_raw=/path/to/nnUNet_raw or give the dataset folder"
+    )
+    assert not (tmp_path / "masksam_preprocessed").exists()
+
+
+def test_train_after_plan_reuses_its_cache(dataset, tmp_path, monkeypatch, capsys) -> None:
+    shared = tmp_path / "preprocessed"
+    monkeypatch.setenv("MASKSAM_PREPROCESSED", str(shared))
+    assert _run(monkeypatch, dataset, "-j", "0") == 0
+    plans_dir = shared / dataset.name
+    cache = plans_dir / Plans.load(plans_dir).preprocessed_folder
+    before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in cache.iterdir()}
+
+    output, missing = tmp_path / "runs" / "a", tmp_path / "missing.pth"
+    command = ["train", str(dataset), "-o", str(output), "--backbone", "vit_b", "--checkpoint", str(missing), "-j", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "masksam", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    # Stopped after the data step (at the missing weights): it neither planned nor preprocessed again.
+    assert result.returncode == 1 and "backbone weights not found" in result.stderr, result.stderr
+    assert "planning" not in result.stdout and "preprocessed" not in result.stdout, result.stdout
+    assert not (output / "plans").exists()
+    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in cache.iterdir()} == before
+    assert Path(plans_dir / "plans.json").is_file()

@@ -15,6 +15,7 @@ from inference.builders import make_plans, tiny_config
 from masksam.backbones.sam import build_backbone
 from masksam.errors import CheckpointError
 from masksam.model.masksam import build_masksam
+from masksam.model_files import masksam_checkpoint
 from masksam.training import checkpoint as ckpt
 
 
@@ -98,7 +99,7 @@ def test_a_missing_recorded_file_is_found_in_the_weights_cache_by_its_sha256(tmp
     cached = tmp_path / "cache" / "tiny.pth"
     cached.parent.mkdir()
     shutil.move(weights, cached)
-    monkeypatch.setattr(ckpt, "find_cached_weights", lambda name: cached)
+    monkeypatch.setattr(masksam_checkpoint, "find_cached_weights", lambda name: cached)
     loaded = ckpt.load_trained_model(checkpoint)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
