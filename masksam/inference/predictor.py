@@ -574,6 +574,21 @@ class Predictor:
                     scores[:, slab.start : slab.stop] = slab.scores.half().cpu().numpy()
         return class_ids, scores
 
+    def background_only(
+        self, shape: Sequence[int], *, keep_scores: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class ids (and scores) of a blank (all-zero) image of preprocessed (T, H, W) ``shape``: all background.
+
+        A blank image has nothing to segment, whatever a model would make of the constant input; its crop box is
+        empty, and outside the crop box predictions are background (as for every other image).
+        """
+        class_ids = np.zeros(tuple(shape), dtype=label_dtype(self.num_classes - 1))
+        scores = None
+        if keep_scores:
+            scores = np.zeros((self.num_classes, *shape), np.float16)
+            scores[0] = 1
+        return class_ids, scores
+
     def predict(
         self,
         image: np.ndarray,
@@ -618,9 +633,12 @@ class Predictor:
         labels = None
         if self.needs_prompt_labels:
             labels = preprocess_prompt_labels(prompt_labels, properties, label_values=self.label_values, where=where)
-        class_ids, scores = self.predict_preprocessed(
-            preprocessed, keep_scores=probabilities, prompt_labels=labels, where=where, progress=progress
-        )
+        if np.any(image):
+            class_ids, scores = self.predict_preprocessed(
+                preprocessed, keep_scores=probabilities, prompt_labels=labels, where=where, progress=progress
+            )
+        else:  # no non-zero voxel: the crop box is empty, and outside it every voxel is background
+            class_ids, scores = self.background_only(preprocessed.shape[1:], keep_scores=probabilities)
         del preprocessed, labels
         restored, file_affine = restore_original_geometry(class_ids, properties, is_label=True)
         labels = self.label_values[restored]  # (X, Y, Z) label values

@@ -89,28 +89,56 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def resolve_backbone_weights(source: dict[str, Any], override: str | Path | None, path: Path) -> Path | None:
     """The official weights file for a checkpoint's frozen backbone, or None when they are embedded.
 
-    Tries ``override`` first, then the recorded path, then the weights cache (matching sha256).
+    Tries ``override`` first, then the recorded path, then the weights cache (matching sha256). A file found
+    whose sha256 differs from the recorded one is refused: the trained adapters and heads fit the frozen weights
+    they were trained on, and another file would load strictly (same shapes) and silently predict worse.
 
     Raises:
-        CheckpointError: The recorded file is gone and no replacement was found.
+        CheckpointError: The recorded file is gone and no replacement was found, or the file found holds other
+            weights than the ones the model was trained on.
     """
     if override is not None:
-        return Path(override)
+        override = Path(override)
+        if override.is_file():  # a missing file is reported by the weights loader
+            check_backbone_file(override, source, path)
+        return override
     if source.get("path") is None:
         return None
     recorded = Path(source["path"])
-    if recorded.is_file():
+    expected = source.get("sha256")
+    found = sha256_of(recorded) if recorded.is_file() and expected is not None else None
+    if recorded.is_file() and found == expected:
         return recorded
     cached = None
     try:
         cached = find_cached_weights(source["name"])
     except Exception:  # a backbone without a cached download (vit_b from Meta) has no cache entry
         cached = None
-    if cached is not None and sha256_of(cached) == source.get("sha256"):
+    if cached is not None and expected is not None and sha256_of(cached) == expected:
         return cached
+    if found is not None:
+        raise CheckpointError(other_weights_message(path, source, recorded, found))  # the recorded file was replaced
     raise CheckpointError(
         f"{path}: its frozen {source['name']} weights {recorded} are missing on this machine; pass the same file "
         f"with --backbone-checkpoint (or run 'masksam weights {source['name']}')"
+    )
+
+
+def check_backbone_file(file: Path, source: dict[str, Any], path: Path) -> None:
+    """Raises a one-line CheckpointError when ``file``'s sha256 is not the one recorded in checkpoint ``path``."""
+    expected = source.get("sha256")
+    if expected is None:  # nothing recorded to compare with
+        return
+    found = sha256_of(file)
+    if found != expected:
+        raise CheckpointError(other_weights_message(path, source, file, found))
+
+
+def other_weights_message(path: Path, source: dict[str, Any], file: Path, found: str) -> str:
+    return (
+        f"{path}: was trained on frozen {source['name']} weights with sha256 {source['sha256'][:16]}…, but {file} "
+        f"has sha256 {found[:16]}… (other weights); pass the file it was trained with (predict: "
+        "--backbone-checkpoint; train --continue: --checkpoint)"
     )
 
 

@@ -21,7 +21,8 @@ def test_keys_and_shapes_equal_the_official_checkpoint(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param("vit_b", marks=pytest.mark.slow), "lite_medsam"],  # vit_b: 4-5 s, a 90M-parameter file
+    # vit_b: 4-5 s, a 90M-parameter file; lite_medsam: about 5 s, a full-size build and a 40 MB file
+    [pytest.param("vit_b", marks=pytest.mark.slow), pytest.param("lite_medsam", marks=pytest.mark.slow)],
 )
 @pytest.mark.parametrize("image_size", [None, 256])
 def test_official_file_loads_strictly_at_every_input_size(tmp_path, name: str, image_size: int | None) -> None:
@@ -75,6 +76,7 @@ def test_tampered_file_fails_with_one_line(tmp_path, tamper, expected: str) -> N
     assert expected in message and str(path) in message and "'tiny'" in message and "\n" not in message
 
 
+@pytest.mark.slow  # builds full-size LiteMedSAM and ViT-B: about 5 s
 def test_checkpoint_of_another_backbone_is_named(tmp_path) -> None:
     path = tmp_path / "lite.pth"
     torch.save(build_backbone("lite_medsam").state_dict(), path)

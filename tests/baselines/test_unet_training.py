@@ -30,6 +30,7 @@ def tiny_unet(plans_dir: Path) -> UNetConfig:
     return replace(config, patch_size=(2, 32, 32))
 
 
+@pytest.mark.slow  # full fit() runs: 4-12 s each here
 def test_train_unet_writes_the_model_file_and_masksam_logs(planned_dataset, tmp_path):
     _, plans_dir = planned_dataset
     model_file = train_unet(
@@ -60,6 +61,7 @@ def test_train_unet_writes_the_model_file_and_masksam_logs(planned_dataset, tmp_
     assert trained.plans == Plans.load(plans_dir)
 
 
+@pytest.mark.slow  # full fit() runs: 4-12 s each here
 def test_loss_falls_when_overfitting_one_batch(planned_dataset, tmp_path):
     _, plans_dir = planned_dataset
     # A long schedule keeps the poly learning rate near 1e-2 over the 40 steps taken here.
@@ -111,6 +113,7 @@ def test_2d_configuration_learns_in_a_few_sgd_steps(planned_dataset, tmp_path):
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), [round(v, 3) for v in losses]  # measured: 0.58
 
 
+@pytest.mark.slow  # full fit() runs: 4-12 s each here
 def test_train_unet_2d_plans_nnunets_configuration(planned_dataset, tmp_path):
     _, plans_dir = planned_dataset
     model_file = train_unet(
@@ -130,6 +133,7 @@ def test_train_unet_2d_plans_nnunets_configuration(planned_dataset, tmp_path):
     assert "training the U-Net baseline (2d," in log and "patch 1×40×40, batch 2" in log and "sgd lr 0.01" in log
 
 
+@pytest.mark.slow  # full fit() runs: 4-12 s each here
 def test_resume_continues_exactly(planned_dataset, tmp_path):
     _, plans_dir = planned_dataset
     settings = dict(

@@ -137,6 +137,7 @@ def test_json_into_the_reference_folder_is_refused(nnunet_folders) -> None:
     assert not (references / "summary.json").exists()
 
 
+@pytest.mark.slow  # two runs of the console script: about 7 s
 @needs_script
 def test_references_without_foreground_get_a_swap_warning(nnunet_folders, tmp_path: Path) -> None:
     predictions, references = nnunet_folders

@@ -351,6 +351,7 @@ def test_console_script_prints_one_line_and_exits_1(tmp_path: Path, model_dir: P
     ]
 
 
+@pytest.mark.slow  # the console script end to end: about 6 s
 @needs_script
 def test_one_file_as_input_predicts_that_case(tmp_path: Path, model_dir: Path) -> None:
     for case_id in ("first", "second"):
@@ -434,6 +435,7 @@ def run_in_terminal(*args: str, columns: int = 120) -> tuple[int, str]:
     return process.wait(timeout=120), b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow  # the console script end to end: about 6 s
 @needs_script
 def test_a_terminal_shows_the_windows_of_the_case_in_progress(tmp_path: Path, model_dir: Path) -> None:
     write_case(tmp_path / "in", "case", [synthetic_image((120, 100, 8))], oblique())

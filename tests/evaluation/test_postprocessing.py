@@ -86,6 +86,7 @@ def _write(array: np.ndarray, path: Path) -> None:
     nib.save(nib.Nifti1Image(array, np.diag([1.5, 1.5, 8.0, 1.0])), str(path))
 
 
+@pytest.mark.slow  # two runs of the console script: 10-15 s here
 def test_installed_command_determines_and_applies(tmp_path: Path) -> None:
     masksam = shutil.which("masksam")
     assert masksam, "the masksam console script is not installed"

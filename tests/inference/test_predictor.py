@@ -349,10 +349,24 @@ def test_case_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_all_zero_image_is_background(tmp_path: Path) -> None:
-    predictor = Predictor([stub_model(make_plans())], tta=False)
-    labels = predictor.predict_array(np.zeros((1, 12, 10, 3), np.float32), np.eye(4))
-    assert labels.shape == (12, 10, 3) and labels.dtype == np.uint8
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_all_zero_image_is_background(tta: bool) -> None:
+    """A blank image holds nothing to segment: every voxel is background, scores included, whatever the model
+    makes of a constant input. The stub labels intensity 0 as class 1 (as a briefly trained model may: the
+    tiny MaskSAM labels most of a blank image foreground after 5 steps), so the model alone would not pass."""
+    predictor = Predictor([stub_model(make_plans())], tta=tta)
+    blank = np.zeros((1, 12, 10, 3), np.float32)
+    preprocessed, _, _ = preprocess_arrays(
+        blank, None, Geometry.from_affine(blank.shape[1:], np.eye(4)), predictor.plans
+    )
+    model_says, _ = predictor.predict_preprocessed(preprocessed)
+    assert model_says.all()  # what the model makes of the blank volume: foreground everywhere
+    prediction = predictor.predict(blank, np.eye(4), probabilities=True)
+    assert prediction.labels.shape == (12, 10, 3) and prediction.labels.dtype == np.uint8
+    assert not prediction.labels.any()
+    probabilities = prediction.probabilities()
+    np.testing.assert_array_equal(probabilities[0], 1)
+    np.testing.assert_array_equal(probabilities[1:], 0)
 
 
 def test_a_subclass_may_override_score_patches_with_the_patches_only() -> None:

@@ -53,8 +53,9 @@ def test_output_shapes_for_every_backbone_and_input_size(backbone: str, image_si
     [
         pytest.param("tiny", (3, 64, 64), 64, id="tiny-64"),
         pytest.param("tiny", (2, 48, 40), 128, id="tiny-resized"),
-        pytest.param("lite_medsam", (2, 256, 256), 256, id="lite_medsam-256"),
-        pytest.param("vit_b", (2, 256, 256), 256, id="vit_b-256"),
+        # full-size backbones: 10-15 s each here
+        pytest.param("lite_medsam", (2, 256, 256), 256, id="lite_medsam-256", marks=pytest.mark.slow),
+        pytest.param("vit_b", (2, 256, 256), 256, id="vit_b-256", marks=pytest.mark.slow),
     ],
 )
 def test_real_forward_with_several_patches_and_slices(backbone: str, patch_size, image_size: int) -> None:

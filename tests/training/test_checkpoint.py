@@ -106,3 +106,40 @@ def test_a_missing_recorded_file_is_found_in_the_weights_cache_by_its_sha256(tmp
     official_weights("tiny", cached, seed=2)  # the cache now holds other weights: not these
     with pytest.raises(CheckpointError, match="are missing on this machine"):
         ckpt.load_trained_model(checkpoint)
+
+
+@pytest.mark.parametrize("given", ["recorded-file-replaced", "backbone-checkpoint-option"])
+def test_a_backbone_file_with_another_sha256_is_refused(tmp_path: Path, given: str) -> None:
+    """Other weights of the same architecture load strictly, so only the sha256 tells that the trained adapters
+    and heads would sit on a frozen backbone they were not trained with."""
+    weights = official_weights("tiny", tmp_path / "weights" / "tiny.pth", seed=1)
+    trained_with = hashlib.sha256(weights.read_bytes()).hexdigest()
+    checkpoint = tmp_path / "model" / "fold_0" / "checkpoint_final.pt"
+    trained_on_file("tiny", weights, checkpoint)
+    if given == "recorded-file-replaced":
+        other, override = official_weights("tiny", weights, seed=2), None  # same path and shapes, other values
+    else:
+        other = override = official_weights("tiny", tmp_path / "elsewhere" / "tiny.pth", seed=2)
+    found = hashlib.sha256(other.read_bytes()).hexdigest()
+    assert found != trained_with
+    with pytest.raises(CheckpointError) as error:
+        ckpt.load_trained_model(checkpoint, backbone_checkpoint=override)
+    assert str(error.value) == (
+        f"{checkpoint}: was trained on frozen tiny weights with sha256 {trained_with[:16]}…, but "
+        f"{other.resolve() if override is None else other} has sha256 {found[:16]}… (other weights); pass the file "
+        "it was trained with (predict: --backbone-checkpoint; train --continue: --checkpoint)"
+    )
+
+
+def test_a_replaced_recorded_file_gives_way_to_the_right_weights_in_the_cache(tmp_path: Path, monkeypatch) -> None:
+    weights = official_weights("tiny", tmp_path / "weights" / "tiny.pth", seed=1)
+    checkpoint = tmp_path / "model" / "checkpoint_final.pt"
+    model = trained_on_file("tiny", weights, checkpoint)
+    cached = tmp_path / "cache" / "tiny.pth"
+    cached.parent.mkdir()
+    shutil.copyfile(weights, cached)
+    monkeypatch.setattr(ckpt, "find_cached_weights", lambda name: cached)
+    official_weights("tiny", weights, seed=2)  # the recorded path now holds other weights
+    loaded = ckpt.load_trained_model(checkpoint)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key

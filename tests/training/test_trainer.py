@@ -125,6 +125,7 @@ def test_free_memory_goes_back_before_each_epochs_workers_start(planned_dataset,
     assert events == ["release", "workers"] * 2
 
 
+@pytest.mark.slow  # a full fit() run and a reload: about 6 s
 def test_checkpoint_rebuilds_the_trained_model(planned_dataset, tmp_path):
     trainer = make_trainer(planned_dataset, tmp_path / "model")
     trainer.fit()
@@ -160,6 +161,7 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(planned_dataset
     assert set(payload["trainable_state"]) == set(trainable_state(eager))
 
 
+@pytest.mark.slow  # three full fit() runs: about 10 s
 def test_resume_is_exact(planned_dataset, tmp_path):
     straight = make_trainer(planned_dataset, tmp_path / "straight")
     straight.fit()
