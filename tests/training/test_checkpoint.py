@@ -138,7 +138,7 @@ def test_a_replaced_recorded_file_gives_way_to_the_right_weights_in_the_cache(tm
     cached = tmp_path / "cache" / "tiny.pth"
     cached.parent.mkdir()
     shutil.copyfile(weights, cached)
-    monkeypatch.setattr(ckpt, "find_cached_weights", lambda name: cached)
+    monkeypatch.setattr(masksam_checkpoint, "find_cached_weights", lambda name: cached)
     official_weights("tiny", weights, seed=2)  # the recorded path now holds other weights
     loaded = ckpt.load_trained_model(checkpoint)
     for key, value in model.state_dict().items():
