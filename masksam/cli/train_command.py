@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from masksam.errors import ConfigError, Interrupted
+
+# In the plans folder while rank 0 plans and preprocesses for a training run: the other ranks wait until it is gone.
+PLANNING_MARKER = ".planning"
 
 FOLD_HELP = (
     "Fold of splits_final.json (0..4 by default); all (same as -1, nnU-Net's 'all') trains on every case without "
@@ -110,7 +115,7 @@ def train(
     from masksam.data.plans import Plans
     from masksam.training import checkpoint as ckpt
     from masksam.training.config import TrainingConfig
-    from masksam.training.distributed import init_distributed, shutdown_distributed
+    from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed
     from masksam.training.run_settings import RUN_SETTINGS_FILE, read_run_settings, write_run_settings
     from masksam.training.setup import backbone_weights_for
     from masksam.training.trainer import Trainer
@@ -124,12 +129,15 @@ def train(
         source = ctx.get_parameter_source(parameter)
         return source is not None and source.name == "COMMANDLINE"
 
-    context = init_distributed(device)
+    from masksam.devices import resolve_device
+
+    resolve_device(device)  # a device this machine lacks is refused before any planning
+    context = DistributedContext()  # until the process group is joined, after planning
     fold_dir, training_config, stage = ckpt.fold_dir(output, fold), None, "setup"
     try:
         plans_dir = plans_dir or output / "plans"
-        if not (plans_dir / "plans.json").is_file():
-            _plan(dataset_dir, plans_dir, context)
+        plan_before_joining(dataset_dir, plans_dir, rank=int(os.environ.get("RANK", "0")))
+        context = init_distributed(device)
         plans = Plans.load(plans_dir)
         if resume:
             fold_dir = ckpt.fold_dir(output, fold)
@@ -308,14 +316,36 @@ def _model_config(payload: dict):
     return MaskSamConfig.from_dict(payload["model_config"])
 
 
-def _plan(dataset_dir: Path, plans_dir: Path, context) -> None:
-    """Plans and preprocesses on rank 0 while the other ranks wait."""
-    import torch.distributed as dist
+def planning_needed(plans_dir: Path) -> bool:
+    """No plans yet, or a planning run that did not finish (its marker is still there)."""
+    return not (plans_dir / "plans.json").is_file() or (plans_dir / PLANNING_MARKER).exists()
 
+
+def plan_before_joining(dataset_dir: Path, plans_dir: Path, *, rank: int, poll_seconds: float = 2.0) -> None:
+    """Plans and preprocesses on rank 0 (when needed) before any process joins the process group; the other ranks
+    wait by watching the plans folder.
+
+    A collective (``dist.barrier``) would make them wait under the NCCL timeout (30 minutes), which preprocessing
+    a large dataset can exceed. Rank 0 marks the folder while it works (``plans.json`` is written before the
+    cache is filled), and a marker left by an interrupted run makes the next rank 0 finish the work.
+
+    Args:
+        dataset_dir: Raw dataset folder.
+        plans_dir: Plans folder.
+        rank: This process's global rank (``RANK`` from torchrun; 0 for a single process).
+        poll_seconds: How often a waiting rank looks.
+    """
     from masksam.data.pipeline import plan_and_preprocess
 
-    if context.is_main:
-        print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
-        plan_and_preprocess(dataset_dir, plans_dir, progress=sys.stderr.isatty())
-    if context.is_distributed:
-        dist.barrier()
+    if rank != 0:
+        while planning_needed(plans_dir):
+            time.sleep(poll_seconds)
+        return
+    if not planning_needed(plans_dir):
+        return
+    marker = plans_dir / PLANNING_MARKER
+    plans_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
+    plan_and_preprocess(dataset_dir, plans_dir, progress=sys.stderr.isatty())
+    marker.unlink()

@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 import typer
 
-from masksam.cli.train_command import parse_fold, what_complete_run_does
+from masksam.cli.train_command import PLANNING_MARKER, parse_fold, plan_before_joining, what_complete_run_does
 from masksam.training.checkpoint import read_checkpoint
 
 MASKSAM = shutil.which("masksam")
@@ -135,3 +136,55 @@ def test_a_complete_run_whose_validation_was_cut_short_runs_only_the_validation(
         f"training was complete: {tmp_path / 'fold_0'} trained all 5 epochs (checkpoint_final.pt); running the "
         "final validation, which had not finished"
     )
+
+
+@pytest.fixture
+def no_collectives(monkeypatch):
+    """Planning happens before the process group exists: any collective would be a mistake."""
+    import torch.distributed as dist
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a collective while planning: ranks would wait under the NCCL timeout")
+
+    monkeypatch.setattr(dist, "barrier", refused)
+    monkeypatch.setattr(dist, "init_process_group", refused)
+
+
+def test_other_ranks_wait_for_rank_0s_plans_without_a_collective(tmp_path, no_collectives) -> None:
+    """plans.json is written before the cache is filled: a rank waits until rank 0's marker is gone too."""
+    plans_dir = tmp_path / "plans"
+    plans_dir.mkdir()
+    (plans_dir / PLANNING_MARKER).touch()
+    (plans_dir / "plans.json").write_text("{}")
+    finished = threading.Timer(0.3, (plans_dir / PLANNING_MARKER).unlink)
+    finished.start()
+    plan_before_joining(tmp_path / "raw", plans_dir, rank=1, poll_seconds=0.02)
+    finished.join()
+    assert not (plans_dir / PLANNING_MARKER).exists()
+
+
+@pytest.mark.parametrize(
+    ("planned", "marker", "plans"),
+    [
+        pytest.param(False, False, True, id="no-plans"),
+        pytest.param(True, True, True, id="interrupted-planning"),
+        pytest.param(True, False, False, id="planned"),
+    ],
+)
+def test_rank_0_plans_when_needed_and_marks_it(tmp_path, no_collectives, monkeypatch, planned, marker, plans) -> None:
+    plans_dir = tmp_path / "plans"
+    if planned:
+        plans_dir.mkdir()
+        (plans_dir / "plans.json").write_text("{}")
+    if marker:
+        (plans_dir / PLANNING_MARKER).touch()
+    calls = []
+
+    def plan_and_preprocess(dataset_dir, folder, **kwargs):
+        assert (folder / PLANNING_MARKER).exists()  # marked while it works
+        calls.append(folder)
+
+    monkeypatch.setattr("masksam.data.pipeline.plan_and_preprocess", plan_and_preprocess)
+    plan_before_joining(tmp_path / "raw", plans_dir, rank=0)
+    assert calls == ([plans_dir] if plans else [])
+    assert not (plans_dir / PLANNING_MARKER).exists()
