@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,3 +48,11 @@ def freeze(module: nn.Module) -> nn.Module:
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module
+
+
+def float32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device``, for float32 work inside a mixed-precision forward (nothing to switch
+    off on the meta device, where shapes are checked)."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from masksam.backbones.common import LayerNorm2d
+from masksam.backbones.common import LayerNorm2d, float32_region
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -19,10 +19,15 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats)))
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
-        """(..., 2) normalised coordinates -> (..., 2 * num_pos_feats)."""
-        projected = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
-        projected = 2 * math.pi * projected
-        return torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
+        """(..., 2) normalised coordinates -> (..., 2 * num_pos_feats) float32, whatever the autocast state.
+
+        In float32 always: bf16 would round a normalised coordinate to 1/256 (a pixel of a 256² image, 4 at 1024²)
+        and a sine's argument, up to about ±20 rad, to 1/16 rad.
+        """
+        with float32_region(coords.device):
+            projected = (2 * coords.float() - 1) @ self.positional_encoding_gaussian_matrix.float()
+            projected = 2 * math.pi * projected
+            return torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
 
     def forward(self, size: tuple[int, int]) -> torch.Tensor:
         """Dense encoding of an h×w grid of cell centres: (C, h, w)."""

@@ -211,6 +211,17 @@ def relative_offset_indices(resolution: tuple[int, int]) -> torch.Tensor:
     return d_row * cols + d_col
 
 
+# Before torch 2.8 the CUDA attention kernels launch one grid row per batch entry and fail ("invalid configuration
+# argument") past CUDA's 65,535 grid rows: large --windows-per-batch on big patches gives that many windows.
+CUDA_SDPA_MAX_BATCH = 65_535
+_SDPA_BATCH_LIMITED = tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 8)
+
+
+def sdpa_batch_limit(q: torch.Tensor) -> int:
+    """The most windows one attention call may take for ``q``'s device on this torch (chunked above it)."""
+    return CUDA_SDPA_MAX_BATCH if q.is_cuda and _SDPA_BATCH_LIMITED else q.shape[0]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention in one window: LayerNorm first, learnable relative-position bias.
 
@@ -245,7 +256,12 @@ class Attention(nn.Module):
         # (1, heads, N, N): with a 4-D mask PyTorch's CPU flash kernel runs (3-4x faster than the math path
         # it falls back to for a 3-D mask).
         bias = self.bias().to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        limit = sdpa_batch_limit(q)
+        if batch <= limit:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B_w, heads, N, kd)
+        else:
+            parts = zip(q.split(limit), k.split(limit), v.split(limit), strict=True)
+            out = torch.cat([F.scaled_dot_product_attention(*part, attn_mask=bias, scale=self.scale) for part in parts])
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.key_dim)  # (B_w, N, heads*kd)
         return self.proj(out)
 

@@ -66,7 +66,7 @@ class UNetPredictor(Predictor):
         """
         total = None
         for model in self.models:
-            with self._autocast():
+            with self.precision.autocast():
                 logits = model(patches)  # (B, K, T, H, W)
             probabilities = logits.float().softmax(dim=1)
             total = probabilities if total is None else total + probabilities

@@ -107,7 +107,7 @@ class UNetTrainer(Trainer):
         """
         device = self.context.device
         image = image.to(device, non_blocking=True)
-        label = label.to(device, non_blocking=True)
+        label = label.to(device, non_blocking=True).long()  # travels as the loader's small integer type
         with self.precision.autocast():
             logits = self.network(image)  # (B, K, T, H, W); deep supervision: (B, S, K, T, H, W)
         terms = self.criterion(logits, label)
@@ -140,7 +140,7 @@ class UNetTrainer(Trainer):
         from masksam.baselines.unet_inference import UNetPredictor
 
         final = TrainedUNet(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        return UNetPredictor([final], device=self.context.device, tta=False)
+        return UNetPredictor([final], device=self.context.device, tta=False, amp=self.config.amp)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 

@@ -122,6 +122,12 @@ def predict(
     mirror_depth: bool = typer.Option(False, "--mirror-depth", help="Also mirror along the slice axis (8 copies)."),
     step: float = typer.Option(0.5, "--step", min=0.05, max=1.0, help="Window step as a fraction of the patch."),
     device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
+    amp: str = typer.Option(
+        "auto",
+        "--amp",
+        help="Autocast of the forward passes: auto (bf16 on GPUs of compute capability 8.0+, fp16 on older ones, "
+        "off on CPU), bf16, fp16 or off.",
+    ),
     save_probabilities: bool = typer.Option(
         False,
         "--save-probabilities",
@@ -186,6 +192,7 @@ def predict(
         tta=not no_tta,
         mirror_depth=mirror_depth,
         windows_per_batch=windows_per_batch,
+        amp=amp,
     )
     if predictor.needs_prompt_labels and prompt_labels_dir is None:
         raise ConfigError(
@@ -215,7 +222,7 @@ def predict(
         cases = remaining
     prompts = "" if prompt_labels_dir is None else f", box prompts from {prompt_labels_dir}"
     print(
-        f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device}"
+        f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device} ({predictor.precision.name})"
         f"{'' if no_tta else ', mirroring TTA'}{prompts}: {input_dir} -> {output_dir}",
         file=sys.stderr,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import typer
 
 from masksam.cli.dataset_argument import DATASET_HELP, DATASET_ID_HELP, dataset_of
 from masksam.errors import ConfigError, Interrupted
+
+# In the plans folder while rank 0 plans and preprocesses for a training run: the other ranks wait until it is gone.
+PLANNING_MARKER = ".planning"
 
 FOLD_HELP = (
     "Fold of splits_final.json (0..4 by default); all (same as -1, nnU-Net's 'all') trains on every case without "
@@ -114,9 +119,10 @@ def train(
     options = dict(locals())  # the parameters, given or defaulted (before any other local name exists)
     from masksam.data.loader import read_split
     from masksam.data.locations import training_plans_dir
+    from masksam.data.plans import Plans
     from masksam.training import checkpoint as ckpt
     from masksam.training.config import TrainingConfig
-    from masksam.training.distributed import init_distributed, shutdown_distributed
+    from masksam.training.distributed import DistributedContext, init_distributed, shutdown_distributed
     from masksam.training.run_settings import RUN_SETTINGS_FILE, read_run_settings, write_run_settings
     from masksam.training.setup import backbone_weights_for
     from masksam.training.trainer import Trainer
@@ -131,11 +137,16 @@ def train(
         source = ctx.get_parameter_source(parameter)
         return source is not None and source.name == "COMMANDLINE"
 
-    context = init_distributed(device)
+    from masksam.devices import resolve_device
+
+    resolve_device(device)  # a device this machine lacks is refused before any planning
+    context = DistributedContext()  # until the process group is joined, after planning
     fold_dir, training_config, stage = ckpt.fold_dir(output, fold), None, "setup"
     try:
         plans_dir = training_plans_dir(dataset_dir, output, plans_dir)
-        plans = _prepare(dataset_dir, plans_dir, context)
+        prepare_before_joining(dataset_dir, plans_dir, rank=int(os.environ.get("RANK", "0")))
+        context = init_distributed(device)
+        plans = Plans.load(plans_dir)
         if resume:
             fold_dir = ckpt.fold_dir(output, fold)
             latest = ckpt.checkpoint_path(fold_dir, "latest")
@@ -313,22 +324,38 @@ def _model_config(payload: dict):
     return MaskSamConfig.from_dict(payload["model_config"])
 
 
-def _prepare(dataset_dir: Path, plans_dir: Path, context):
-    """Plans (once) and checks or fills the preprocessed cache on rank 0 while the other ranks wait; the plans.
+def planning_needed(plans_dir: Path) -> bool:
+    """No plans yet, or a preparation that did not finish (its marker is still there)."""
+    return not (plans_dir / "plans.json").is_file() or (plans_dir / PLANNING_MARKER).exists()
 
-    A cache made for the plans is reused without a word; otherwise a line says what was preprocessed, and where.
+
+def prepare_before_joining(dataset_dir: Path, plans_dir: Path, *, rank: int, poll_seconds: float = 2.0) -> None:
+    """Plans (once) and checks or fills the preprocessed cache on rank 0 before any process joins the process
+    group; the other ranks wait by watching the plans folder.
+
+    A collective (``dist.barrier``) would make them wait under the NCCL timeout (30 minutes), which preprocessing
+    a large dataset can exceed. Rank 0 marks the folder while it works, and a marker left by an interrupted run
+    makes the next rank 0 finish the work. A cache made for the plans is reused without a word; otherwise a line
+    says what was preprocessed, and where.
+
+    Args:
+        dataset_dir: Raw dataset folder.
+        plans_dir: Plans folder.
+        rank: This process's global rank (``RANK`` from torchrun; 0 for a single process).
+        poll_seconds: How often a waiting rank looks.
     """
-    import torch.distributed as dist
-
     from masksam.data.pipeline import prepare_for_training
-    from masksam.data.plans import Plans
 
-    if context.is_main:
-        if not (plans_dir / "plans.json").is_file():
-            print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
-        prepared = prepare_for_training(dataset_dir, plans_dir, progress=sys.stderr.isatty())
-        if prepared.action != "reused":
-            print(prepared.describe(), flush=True)
-    if context.is_distributed:
-        dist.barrier()
-    return Plans.load(plans_dir)
+    if rank != 0:
+        while planning_needed(plans_dir):
+            time.sleep(poll_seconds)
+        return
+    if not (plans_dir / "plans.json").is_file():
+        print(f"planning {dataset_dir} into {plans_dir} (once; later runs reuse it)")
+    marker = plans_dir / PLANNING_MARKER
+    plans_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    prepared = prepare_for_training(dataset_dir, plans_dir, progress=sys.stderr.isatty())
+    if prepared.action != "reused":
+        print(prepared.describe(), flush=True)
+    marker.unlink()

@@ -108,12 +108,12 @@ def apply_spatial(
 
     Args:
         image: (C, T, H_in, W_in) float32.
-        label: (T, H_in, W_in) long.
+        label: (T, H_in, W_in) integer class ids.
         size: (H, W) output size.
         params: Rotation and scale.
 
     Returns:
-        (image (C, T, H, W) bilinear, label (T, H, W) nearest).
+        (image (C, T, H, W) bilinear, label (T, H, W) nearest, of the input label's dtype).
     """
     c, t, h_in, w_in = image.shape
     h, w = size
@@ -125,8 +125,8 @@ def apply_spatial(
     y_in = params.scale * (sin * x + cos * y) + (h_in - 1) / 2
     grid = torch.stack([2 * x_in / (w_in - 1) - 1, 2 * y_in / (h_in - 1) - 1], dim=-1)[None]  # (1, H, W, 2)
     image = F.grid_sample(image.reshape(1, c * t, h_in, w_in), grid, mode="bilinear", align_corners=True)
-    label = F.grid_sample(label[None].float(), grid, mode="nearest", align_corners=True)
-    return image.reshape(c, t, h, w), label[0].long()
+    resampled = F.grid_sample(label[None].float(), grid, mode="nearest", align_corners=True)
+    return image.reshape(c, t, h, w), resampled[0].to(label.dtype)
 
 
 def center_crop(array: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -216,14 +216,14 @@ def augment(
 
     Args:
         image: (C, T, H_in, W_in) float32, cut with :func:`input_size_for` of ``params``.
-        label: (T, H_in, W_in) long.
+        label: (T, H_in, W_in) integer class ids.
         patch_size: (T, H, W) output patch.
         params: Spatial parameters drawn with :func:`draw_spatial`.
         config: Augmentation settings.
         rng: Random generator.
 
     Returns:
-        (image (C, T, H, W) float32, label (T, H, W) long).
+        (image (C, T, H, W) float32, label (T, H, W) of the input label's dtype).
     """
     size = tuple(patch_size[1:])
     if params is None:

@@ -76,7 +76,7 @@ def build_class_slot_targets(
         The targets of the B*T slices, K (or K - 1) slots each.
 
     Raises:
-        ValueError: A label is outside 0..K-1.
+        ValueError: A CPU label is outside 0..K-1 (labels on a GPU are not read back).
     """
     b, t, h, w = labels.shape
     flat = _checked_slices(labels, num_classes)  # (S, H, W)
@@ -88,13 +88,25 @@ def build_class_slot_targets(
     return SliceTargets(class_ids=ids, masks=masks, boxes=masks_to_boxes(masks), valid=valid)
 
 
+def check_class_ids(labels: torch.Tensor, num_classes: int) -> None:
+    """Checks that CPU labels lie in 0..K-1; labels on a GPU are not read (that would wait for the GPU every
+    step): check them on the CPU before the copy, as the trainer does.
+
+    Raises:
+        ValueError: A CPU label is outside 0..K-1.
+    """
+    if labels.device.type != "cpu" or not labels.numel():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"label values must lie in 0..{num_classes - 1}, got {low}..{high}")
+
+
 def _checked_slices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, T, H, W) labels -> (B*T, H, W) long, checked to lie in 0..K-1."""
+    """(B, T, H, W) labels -> (B*T, H, W) long, checked to lie in 0..K-1 when on the CPU (`check_class_ids`)."""
     b, t, h, w = labels.shape
-    flat = labels.reshape(b * t, h, w).long()  # (S, H, W), S = B*T slices
-    if flat.numel() and (flat.min() < 0 or flat.max() >= num_classes):
-        raise ValueError(f"label values must lie in 0..{num_classes - 1}, got {flat.min()}..{flat.max()}")
-    return flat
+    check_class_ids(labels, num_classes)
+    return labels.reshape(b * t, h, w).long()  # (S, H, W), S = B*T slices
 
 
 def build_targets(
@@ -115,7 +127,8 @@ def build_targets(
         The targets of the B*T slices.
 
     Raises:
-        ValueError: A slice has more segments than N, or a label is outside 0..K-1.
+        ValueError: A slice has more segments than N (checked only when N < K: with N >= K it cannot happen, and
+            the check reads the counts back from a GPU), or a CPU label is outside 0..K-1.
     """
     b, t, h, w = labels.shape
     flat = _checked_slices(labels, num_classes)  # (S, H, W)
@@ -124,7 +137,7 @@ def build_targets(
     if not include_background:
         present[:, 0] = False
     counts = present.sum(dim=1)  # (S,)
-    if counts.numel() and int(counts.max()) > num_queries:
+    if num_queries < num_classes and counts.numel() and int(counts.max()) > num_queries:
         raise ValueError(
             f"a slice has {int(counts.max())} segments but there are only {num_queries} queries; raise num_queries"
         )

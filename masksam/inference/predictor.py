@@ -38,7 +38,6 @@ float32 copy of the preprocessed image.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +71,7 @@ from masksam.model_files import (
     fold_dir,
     load_trained_model,
 )
+from masksam.precision import configure_cuda_kernels, resolve_precision
 
 # (windows done, windows in all) of one case, after each batch of windows.
 WindowProgress = Callable[[int, int], None]
@@ -325,6 +325,7 @@ class Predictor:
         tta: bool = True,
         mirror_depth: bool = False,
         windows_per_batch: int = 4,
+        amp: str = "auto",
     ) -> None:
         """
         Args:
@@ -334,10 +335,12 @@ class Predictor:
             tta: Average over mirrored copies of every window (H and W; also T with ``mirror_depth``).
             mirror_depth: Also mirror the through-plane axis (8 instead of 4 copies).
             windows_per_batch: Windows per forward pass.
+            amp: Autocast of the forward passes, as training's ``--amp``: ``auto`` (bf16 on GPUs of compute
+                capability 8.0 or newer, fp16 on older ones, float32 on the CPU), ``bf16``, ``fp16`` or ``off``.
 
         Raises:
             CheckpointError: No models, or folds trained with different plans or model settings.
-            ConfigError: Invalid step or windows per batch, or an unavailable device.
+            ConfigError: Invalid step or windows per batch, an unavailable device, or a precision it lacks.
         """
         if not models:
             raise CheckpointError("no trained model given; pass at least one checkpoint")
@@ -349,6 +352,8 @@ class Predictor:
         if windows_per_batch < 1:
             raise ConfigError(f"windows per batch must be at least 1, got {windows_per_batch}")
         self.device = resolve_device(device)
+        self.precision = resolve_precision(amp, self.device)
+        configure_cuda_kernels(self.device)
         self.plans: Plans = first.plans
         config = first.model.config
         self.num_classes: int = config.num_classes
@@ -390,11 +395,6 @@ class Predictor:
     def num_channels(self) -> int:
         """C, input channels the models need."""
         return self.plans.num_channels
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()  # bf16 is emulated on CPUs without AMX (DESIGN §2): stay in fp32
 
     @property
     def needs_prompt_labels(self) -> bool:
@@ -458,7 +458,7 @@ class Predictor:
         total = None
         for model in self.models:
             targets = self.window_targets(model, prompt_labels)
-            with self._autocast():
+            with self.precision.autocast():
                 output = model(patches) if targets is None else model(patches, targets.boxes)
             scores = query_scores(
                 output, targets, num_classes=self.num_classes, include_background=self.include_background

@@ -154,9 +154,17 @@ class MaskSAM(nn.Module):
         if config.train_backbone:
             for module in self.sam_modules():
                 module.requires_grad_(True)
+            unused = self.unused_sam_parts()
             for name, parameter in self.named_parameters():
-                if name.startswith(UNUSED_SAM_PARTS):
+                if name.startswith(unused):
                     parameter.requires_grad_(False)  # never reached by the loss: no gradient, DDP would stall
+
+    def unused_sam_parts(self) -> tuple[str, ...]:
+        """Prefixes of SAM's parameters this model's forward never reads: `UNUSED_SAM_PARTS`, and the mask
+        prompt's downscaling path when the auxiliary masks are no prompts (prompt-generator variant "box")."""
+        if self.uses_mask_prompts:
+            return UNUSED_SAM_PARTS
+        return (*UNUSED_SAM_PARTS, "prompt_encoder.mask_downscaling.")
 
     def sam_modules(self) -> list[nn.Module]:
         """SAM's own parts: image encoder, prompt encoder and mask decoder (without our adapters)."""

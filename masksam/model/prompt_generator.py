@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masksam.backbones.common import float32_region
 from masksam.model.config import PromptGeneratorConfig
 from masksam.model.depth import unfold_depth
 
@@ -144,13 +145,16 @@ class PromptGenerator(nn.Module):
         batch, _, depth = x.shape[:3]
         aux_mask_logits = self.mask_head(x)  # (B, N, T, S, S)
         boxes_pooled = torch.cat([F.adaptive_avg_pool3d(s, (depth, 2, 2)) for s in stage_outputs], dim=1)
-        raw = self.box_head(boxes_pooled.permute(0, 2, 3, 4, 1))  # (B, T, 2, 2, N)
-        raw = raw.reshape(batch, depth, 4, self.num_queries).permute(0, 3, 1, 2)  # (B, N, T, 4)
-        raw = raw + self.box_bias[None, :, None, :]
+        # The box coordinates in float32 under any autocast: bf16 rounds them by up to 1/256 of the image (a pixel
+        # of a 256² image), and they become the prompt encoder's box corners. The head is tiny.
+        with float32_region(boxes_pooled.device):
+            raw = self.box_head(boxes_pooled.float().permute(0, 2, 3, 4, 1))  # (B, T, 2, 2, N)
+            raw = raw.reshape(batch, depth, 4, self.num_queries).permute(0, 3, 1, 2)  # (B, N, T, 4)
+            boxes = centred_box(raw + self.box_bias[None, :, None, :])
         tokens_pooled = torch.cat([F.adaptive_avg_pool3d(s, (depth, 1, 1)) for s in stage_outputs], dim=1)
         tokens = self.token_head(tokens_pooled.flatten(2).transpose(1, 2))  # (B, T, N*D)
         tokens = tokens.reshape(batch, depth, self.num_queries, -1).transpose(1, 2)  # (B, N, T, D)
-        return GeneratedPrompts(aux_mask_logits=aux_mask_logits, boxes=centred_box(raw), class_tokens=tokens)
+        return GeneratedPrompts(aux_mask_logits=aux_mask_logits, boxes=boxes, class_tokens=tokens)
 
 
 def centred_box(raw: torch.Tensor) -> torch.Tensor:

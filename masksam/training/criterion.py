@@ -124,6 +124,8 @@ class SetCriterion:
         sampling: Points of the mask losses.
         matcher: The matcher; by default a `HungarianMatcher` with the loss weights as costs and
             `sampling.num_points` points per slice.
+        tolerate_non_finite: The default matcher pairs non-finite outputs instead of raising (fp16 training,
+            where GradScaler skips a step that overflowed).
     """
 
     def __init__(
@@ -133,13 +135,16 @@ class SetCriterion:
         weights: LossWeights = LossWeights(),
         sampling: PointSamplingConfig = PointSamplingConfig(),
         matcher: HungarianMatcher | None = None,
+        tolerate_non_finite: bool = False,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.weights = weights
         self.sampling = sampling
-        self.matcher = matcher or HungarianMatcher(costs=weights.matching_costs(), num_points=sampling.num_points)
+        self.matcher = matcher or HungarianMatcher(
+            costs=weights.matching_costs(), num_points=sampling.num_points, tolerate_non_finite=tolerate_non_finite
+        )
 
     def __call__(
         self,

@@ -25,6 +25,9 @@ from masksam.data.targets import SliceTargets
 from masksam.model.masksam import MaskSamOutput
 from masksam.training.point_sampling import matching_points, read_points
 
+# What a non-finite cost counts as when tolerated: far above any real cost (a few units), far below overflow.
+_NON_FINITE_COST = 1e9
+
 
 @dataclass(frozen=True)
 class MatchCosts:
@@ -146,13 +149,19 @@ class HungarianMatcher:
     Args:
         costs: Weights of the cost terms.
         num_points: P, random points per slice at which masks are compared; every pixel when P ≥ H·W.
+        tolerate_non_finite: Pair predictions whose cost is not finite (NaN or infinite outputs) as if it were
+            the largest finite cost, instead of raising. For fp16 training: an overflow is expected now and then,
+            its loss is not finite, and GradScaler skips the step and lowers the scale.
     """
 
-    def __init__(self, *, costs: MatchCosts = MatchCosts(), num_points: int = 112 * 112) -> None:
+    def __init__(
+        self, *, costs: MatchCosts = MatchCosts(), num_points: int = 112 * 112, tolerate_non_finite: bool = False
+    ) -> None:
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
         self.costs = costs
         self.num_points = num_points
+        self.tolerate_non_finite = tolerate_non_finite
 
     def cost_matrix(
         self, outputs: MaskSamOutput, targets: SliceTargets, *, generator: torch.Generator | None = None
@@ -216,7 +225,8 @@ class HungarianMatcher:
             The matched pairs, on the outputs' device; a slice without segments contributes none.
 
         Raises:
-            ValueError: A slice has more segments than queries, or the cost is not finite (NaN/inf outputs).
+            ValueError: A slice has more segments than queries, or the cost is not finite (NaN/inf outputs) and
+                ``tolerate_non_finite`` is off.
         """
         cost = self.cost_matrix(outputs, targets, generator=generator).cpu().numpy()  # (G, N, M)
         valid = targets.valid.cpu().numpy()  # (G, M)
@@ -224,7 +234,10 @@ class HungarianMatcher:
         if valid.size and int(valid.sum(1).max()) > num_queries:
             raise ValueError(f"a slice has {int(valid.sum(1).max())} segments but only {num_queries} queries")
         if not np.isfinite(cost).all():
-            raise ValueError("the matching cost is not finite: the model produced NaN or infinite outputs")
+            if not self.tolerate_non_finite:
+                raise ValueError("the matching cost is not finite: the model produced NaN or infinite outputs")
+            # Any pairing will do: the step's loss is not finite either, and GradScaler skips it.
+            cost = np.nan_to_num(cost, nan=_NON_FINITE_COST, posinf=_NON_FINITE_COST, neginf=-_NON_FINITE_COST)
         pairs = []  # (3, M_g) int64 arrays: slice, prediction, target
         for slice_index, (slice_cost, slice_valid) in enumerate(zip(cost, valid, strict=True)):
             columns = np.flatnonzero(slice_valid)

@@ -28,14 +28,14 @@ from tqdm import tqdm
 from masksam.data.augmentation import AugmentationConfig
 from masksam.data.loader import make_train_loader, read_split
 from masksam.data.plans import Plans
-from masksam.data.targets import SliceTargets, build_class_slot_targets, build_targets
+from masksam.data.targets import SliceTargets, build_class_slot_targets, build_targets, check_class_ids
 from masksam.errors import CheckpointError
 from masksam.memory import FreedMemoryGuard, release_free_memory
 from masksam.model.config import MaskSamConfig
 from masksam.model.masksam import DenoisingPrompts, MaskSAM, build_masksam
+from masksam.precision import configure_cuda_kernels, resolve_precision
 from masksam.threads import choose_threads
 from masksam.training import checkpoint as ckpt
-from masksam.training.amp import resolve_precision
 from masksam.training.box_init import typical_class_boxes
 from masksam.training.budget import Schedule, fit_to_budget
 from masksam.training.compilation import compile_network
@@ -51,6 +51,8 @@ from masksam.training.validation import ValidationPatches, confusion_counts, dic
 
 # Steps timed before a time budget is turned into a schedule (the first one, with warm-up costs, is not timed).
 _BUDGET_TIMED_STEPS = 2
+# Steps between two loss read-outs on the progress bar (each read waits for the GPU to catch up).
+_PROGRESS_EVERY = 10
 # Weight of the newest epoch in the moving average of the pseudo-Dice that picks the best checkpoint (nnU-Net).
 _EMA_NEW_WEIGHT = 0.1
 
@@ -72,6 +74,16 @@ class TrainerState:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of one rank's data stream and generators in one epoch."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def restore_cuda_rng(states: list[torch.Tensor], device: torch.device) -> None:
+    """Restores the saved CUDA generator state of this run's GPU (``states``: one per GPU of the machine that
+    wrote the checkpoint, which may have had more GPUs or none; every epoch reseeds the generators anyway)."""
+    if device.type != "cuda" or not states:
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index < len(states):
+        torch.cuda.set_rng_state(states[index], device)
 
 
 def seed_everything(seed: int) -> None:
@@ -115,6 +127,7 @@ class Trainer:
         self.show_progress = show_progress and context.is_main
         self.backbone_source = ckpt.BackboneSource.from_file(model_config.backbone, backbone_checkpoint)
         self.precision = resolve_precision(training_config.amp, context.device)
+        configure_cuda_kernels(context.device)
         self.log = TextLog(self.fold_dir / "training_log.txt", echo=print) if context.is_main else (lambda _: None)
         self.tensorboard = (
             TensorBoardLog(self.fold_dir / "tensorboard") if training_config.tensorboard and context.is_main else None
@@ -137,6 +150,7 @@ class Trainer:
         seed_everything(training_config.seed)
         self.model = self.build_model(backbone_checkpoint)
         self.network = self.wrap_model(self.model)
+        self.scaler = self.precision.scaler()
         self.criterion = self.build_criterion()
         self.optimizer = self.build_optimizer()
         schedule = Schedule(training_config.epochs, training_config.iterations_per_epoch)
@@ -146,7 +160,6 @@ class Trainer:
             exponent=training_config.poly_exponent,
             warmup_steps=training_config.warmup_steps,
         )
-        self.scaler = self.precision.scaler()
         self.state = TrainerState(schedule=schedule)
         self.validation_patches: ValidationPatches | None = None
         self.memory_guard = FreedMemoryGuard()
@@ -165,9 +178,9 @@ class Trainer:
             network = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=device_ids,
-                # Ground-truth prompts leave the box head unused; a pause phase, the encoder's adapters.
-                find_unused_parameters=self.model_config.prompt_mode == "ground_truth"
-                or self.config.encoder_adapters_from > 0,
+                # Every trainable parameter reaches the loss in every configuration (tests/training/test_trainer.py),
+                # except the encoder's adapters during a pause phase; without one, no graph walk per step.
+                find_unused_parameters=self.config.encoder_adapters_from > 0,
                 broadcast_buffers=False,  # the only buffers are frozen SAM statistics, equal on every rank
             )
         if self.config.compile:
@@ -177,7 +190,10 @@ class Trainer:
     def build_criterion(self) -> SetCriterion:
         weight = self.config.aux_mask_weight
         weights = LossWeights(aux_mask_bce=weight, aux_mask_dice=weight)
-        return SetCriterion(num_classes=self.model_config.num_classes, weights=weights)
+        # fp16: an overflow makes the outputs non-finite; the matcher still pairs them and GradScaler skips the step.
+        return SetCriterion(
+            num_classes=self.model_config.num_classes, weights=weights, tolerate_non_finite=self.scaler.is_enabled()
+        )
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         return build_optimizer(parameter_groups(self.model, self.config), self.config)
@@ -193,13 +209,20 @@ class Trainer:
             num_workers=self.config.num_workers,
             seed=epoch_seed(self.config.seed, epoch, 0),
             rank=self.context.rank,
+            pin_memory=self.context.device.type == "cuda",  # asynchronous host-to-GPU copies
         )
 
-    def train_step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
-        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W). Returns the loss terms."""
+    def train_step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch: image (B, C, T, H, W), label (B, T, H, W) class ids of any integer type.
+
+        Returns the loss terms as detached scalars on the device (reading them waits for the GPU: the caller
+        does so rarely). Under fp16 a step whose gradients overflowed is skipped by GradScaler; its terms are
+        not finite.
+        """
         device = self.context.device
+        check_class_ids(label, self.model_config.num_classes)  # on the CPU before the copy: no wait for the GPU
         image = image.to(device, non_blocking=True)
-        label = label.to(device, non_blocking=True)
+        label = label.to(device, non_blocking=True).long()  # travels as the loader's small integer type
         targets = self.targets(label)
         prompted = self.model_config.prompt_mode == "ground_truth"
         denoising, denoising_targets = self.denoising(label)
@@ -213,7 +236,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return losses.as_floats()
+        return losses.as_dict()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -333,10 +356,9 @@ class Trainer:
         while self.state.epoch < self.state.schedule.epochs:
             # An epoch that would end past the deadline (the last epoch's time as its estimate) is not started;
             # checked before each epoch, so a resumed run whose budget is spent trains none.
-            if deadline is not None and self.state.history:
-                if time.monotonic() + self.state.history[-1]["epoch_seconds"] > deadline:
-                    stopped_by_budget = True
-                    break
+            if deadline is not None and self.state.history and self.budget_spent(deadline):
+                stopped_by_budget = True
+                break
             epoch_started = time.monotonic()
             self.run_epoch(deadline if self.state.epoch == 0 and not resume else None)
             validation = self.validate()
@@ -357,7 +379,6 @@ class Trainer:
         gc.collect()
         release_free_memory()  # the workers forked next must not inherit the freed activations (memory.py)
         batches = iter(loader)
-        totals: dict[str, float] = {}
         step = 0
         # Under a time budget the number of epochs is known only after the first steps are timed.
         of_epochs = "?" if plan_deadline is not None else self.state.schedule.epochs
@@ -370,8 +391,13 @@ class Trainer:
             leave=False,
         )
         step_seconds: list[tuple[bool, float]] = []  # (encoder paused, seconds) of the steps timed for the budget
+        # Sums of the loss terms on the device, over the steps with a finite loss (GradScaler skipped the others).
+        totals: dict[str, torch.Tensor] = {}
+        finite_steps: torch.Tensor | int = 0
         while step < self.state.schedule.iterations_per_epoch:
             image, label = next(batches)
+            if plan_deadline is not None:
+                self.synchronise()  # a timed step starts with the GPU idle ...
             started = time.monotonic()
             # With a pause phase, the last timed step runs with the encoder adapters on, so both costs are known.
             phased = 0.0 < self.config.encoder_adapters_from < 1.0
@@ -379,13 +405,18 @@ class Trainer:
             paused = self.pause_encoder_adapters(force_on=last_timed)
             terms = self.train_step(image, label)
             if plan_deadline is not None and step >= 1:
+                self.synchronise()  # ... and ends when its kernels have
                 step_seconds.append((paused, time.monotonic() - started))
             self.watch_memory()
             step += 1
+            finite = torch.isfinite(torch.as_tensor(terms["total"]))
             for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + value
+                value = torch.as_tensor(value)
+                totals[key] = totals.get(key, 0.0) + torch.where(finite, value, torch.zeros_like(value))
+            finite_steps = finite_steps + finite
             bar.update(1)
-            bar.set_postfix(loss=f"{terms['total']:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if self.show_progress and (step == 1 or step % _PROGRESS_EVERY == 0):
+                bar.set_postfix(loss=f"{float(terms['total']):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
             if plan_deadline is not None and step == 1 + _BUDGET_TIMED_STEPS:
                 self.plan_budget(plan_deadline, self.mean_step_seconds(step_seconds), step)
                 bar.total = self.state.schedule.iterations_per_epoch
@@ -393,8 +424,23 @@ class Trainer:
                 plan_deadline = None
         bar.close()
         del batches, loader  # stops the workers of this epoch
-        means = {key: value / step for key, value in totals.items()}
-        self._epoch_train_terms = average_over_ranks(means, self.context)
+        names = list(totals)
+        means = (torch.stack([totals[name] for name in names]).double() / finite_steps).tolist()  # one read per epoch
+        self._epoch_train_terms = average_over_ranks(dict(zip(names, means, strict=True)), self.context)
+
+    def synchronise(self) -> None:
+        """Waits for the GPU's queued work (nothing on the CPU): before reading a clock that should count it."""
+        if self.context.device.type == "cuda":
+            torch.cuda.synchronize(self.context.device)
+
+    def budget_spent(self, deadline: float) -> bool:
+        """Whether the next epoch would end past the deadline (the last epoch's time as its estimate).
+
+        Rank 0 decides on its clock and every rank follows: ranks deciding on their own clocks could disagree, and
+        those that went on would wait in the next collective until the NCCL timeout.
+        """
+        spent = time.monotonic() + self.state.history[-1]["epoch_seconds"] > deadline
+        return bool(broadcast_object(spent, self.context))
 
     def pause_encoder_adapters(self, force_on: bool = False) -> bool:
         """Pauses the encoder's adapters (encoder without autograd) for the first ``encoder_adapters_from`` share
@@ -550,7 +596,7 @@ class Trainer:
         from masksam.inference.predictor import Predictor
 
         final = ckpt.TrainedModel(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        return Predictor([final], device=self.context.device, tta=False)
+        return Predictor([final], device=self.context.device, tta=False, amp=self.config.amp)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 
@@ -597,12 +643,14 @@ class Trainer:
         scheduler_state = dict(payload["scheduler"])
         self.scheduler.total_steps = scheduler_state.pop("total_steps")
         self.scheduler.load_state_dict(scheduler_state)
-        self.scaler.load_state_dict(payload["scaler"])
+        if payload["scaler"]:
+            # A bf16, fp32 or CPU checkpoint has an empty scaler state: resumed in fp16 the scaler starts afresh.
+            # Resumed without fp16, a disabled scaler ignores the state.
+            self.scaler.load_state_dict(payload["scaler"])
         rng = payload["rng"]
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_cuda_rng(rng["cuda"], self.context.device)
         self.state = TrainerState(
             epoch=payload["epoch"],
             schedule=Schedule(payload["schedule"]["epochs"], payload["schedule"]["iterations"]),

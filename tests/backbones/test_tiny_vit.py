@@ -279,3 +279,27 @@ def test_real_lite_medsam_weights_load_and_run():
         embedding = model.eval()(torch.rand(1, 3, 256, 256))
     assert embedding.shape == (1, 256, 64, 64)
     assert torch.isfinite(embedding).all()
+
+
+def test_window_attention_past_the_cuda_batch_limit_runs_in_chunks(monkeypatch) -> None:
+    """Before torch 2.8 CUDA's attention fails past 65,535 windows in one call; above the limit the windows go in
+    chunks, with the same result (a limit of 3 stands in for CUDA's here)."""
+    from masksam.backbones import tiny_vit
+
+    torch.manual_seed(0)
+    attention = tiny_vit.Attention(dim=16, key_dim=8, num_heads=2, window_resolution=(3, 3))
+    with torch.no_grad():
+        attention.attention_biases.normal_()
+    windows = torch.randn(8, 9, 16)  # (B_w, N, dim)
+    whole = attention(windows)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counted(q, *args, **kwargs):
+        calls.append(len(q))
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_vit, "sdpa_batch_limit", lambda q: 3)
+    monkeypatch.setattr(tiny_vit.F, "scaled_dot_product_attention", counted)
+    torch.testing.assert_close(attention(windows), whole)
+    assert calls == [3, 3, 2]

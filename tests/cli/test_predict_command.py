@@ -226,6 +226,18 @@ def test_continue_predicts_only_the_missing_cases(tmp_path: Path, model_dir: Pat
             "nope: prompt labels folder not found",
             id="no-prompt-labels-folder",
         ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "-f0", "--amp=fp16", "--device=cpu"],
+            ConfigError,
+            "--amp fp16 needs a CUDA GPU",
+            id="fp16-on-the-cpu",
+        ),
+        pytest.param(
+            lambda tmp, model: ["-i", tmp / "in", "-o", tmp / "out", "-m", model, "-f", "0", "--amp", "half"],
+            ConfigError,
+            "unknown --amp 'half'",
+            id="unknown-precision",
+        ),
     ],
 )
 def test_refusals_are_one_line_errors(tmp_path: Path, model_dir: Path, make_args, error, message) -> None:
@@ -237,6 +249,24 @@ def test_refusals_are_one_line_errors(tmp_path: Path, model_dir: Path, make_args
     assert message in str(result.exception) and "\n" not in str(result.exception)
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # nothing written into the inputs
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("amp", "name"), [("off", "fp32"), ("bf16", "bf16")])
+def test_amp_sets_the_precision_of_the_forward_passes(tmp_path: Path, model_dir: Path, monkeypatch, amp, name) -> None:
+    seen = []
+    score_patches = Predictor.score_patches
+
+    def recording(self, patches, **kwargs):
+        seen.append(self.precision.name)
+        return score_patches(self, patches, **kwargs)
+
+    monkeypatch.setattr(Predictor, "score_patches", recording)
+    write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
+    common = ["-o", tmp_path / "out", "-m", model_dir, "-f", "0", "--no-tta", "--device", "cpu"]
+    result = invoke("-i", tmp_path / "in", *common, "--amp", amp)
+    assert result.exit_code == 0, result.output
+    assert f"on cpu ({name})" in result.stderr and seen and set(seen) == {name}
+    assert (tmp_path / "out" / "case.nii.gz").is_file()
 
 
 def write_labels(folder: Path, case_id: str, image: np.ndarray, affine: np.ndarray, ending: str = ".nii.gz") -> Path:

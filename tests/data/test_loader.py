@@ -38,8 +38,14 @@ def test_batch_shapes_and_dtypes(planned, augmentation):
     loader = make_train_loader(planned, batch_size=3, patch_size=PATCH, num_workers=0, augmentation=augmentation)
     image, label = next(iter(loader))
     assert image.shape == (3, 1, *PATCH) and image.dtype == torch.float32
-    assert label.shape == (3, *PATCH) and label.dtype == torch.long
+    assert label.shape == (3, *PATCH) and label.dtype == torch.uint8  # the cache's type: 8x less to copy than int64
     assert set(label.unique().tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("pin_memory", [False, True], ids=["cpu-run", "cuda-run"])
+def test_batches_are_pinned_for_a_gpu_run(planned, pin_memory):
+    loader = make_train_loader(planned, batch_size=2, patch_size=PATCH, num_workers=0, pin_memory=pin_memory)
+    assert loader.pin_memory is pin_memory  # pinned batches make the trainer's non_blocking copies asynchronous
 
 
 def test_reproducible_from_seed(planned):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masksam.data.targets import build_class_slot_targets, build_targets, masks_to_boxes
+from masksam.data.targets import build_class_slot_targets, build_targets, check_class_ids, masks_to_boxes
 
 
 def _known_patch() -> torch.Tensor:
@@ -114,3 +114,21 @@ def test_class_slot_targets_keep_each_class_in_its_slot(include_background: bool
 def test_class_slot_targets_refuse_unknown_labels():
     with pytest.raises(ValueError, match="0..2"):
         build_class_slot_targets(torch.full((1, 1, 2, 2), 3), num_classes=3)
+
+
+@pytest.mark.parametrize("slots", [False, True], ids=["segments", "class-slots"])
+def test_labels_off_the_cpu_are_not_read_back(slots: bool):
+    """Targets of GPU labels are built without a host sync (a range check or a count read back each step): the
+    meta device, whose tensors have no values to read, stands in for the GPU. Training checks its CPU labels."""
+    labels = torch.empty(2, 3, 8, 8, dtype=torch.long, device="meta")
+    if slots:
+        targets = build_class_slot_targets(labels, num_classes=4)
+    else:
+        targets = build_targets(labels, num_classes=4, num_queries=4)
+    assert targets.masks.shape == (6, 4, 8, 8) and targets.boxes.device.type == "meta"
+
+
+def test_cpu_labels_out_of_range_are_refused():
+    with pytest.raises(ValueError, match=r"label values must lie in 0\.\.2, got 0\.\.3"):
+        check_class_ids(torch.tensor([[0, 3]], dtype=torch.uint8), 3)
+    check_class_ids(torch.tensor([[0, 2]], dtype=torch.uint8), 3)

@@ -431,3 +431,20 @@ def test_window_progress_restarts_the_bar_for_each_case() -> None:
 )
 def test_label_like_values(array: np.ndarray, values) -> None:
     assert label_like_values(array) == values
+
+
+@pytest.mark.parametrize(
+    ("amp", "expected"),
+    [("auto", None), ("off", None), ("bf16", torch.bfloat16)],
+    ids=["auto-is-fp32-on-cpu", "off", "bf16"],
+)
+def test_forward_passes_autocast_as_amp_says(amp: str, expected) -> None:
+    """As training's --amp (the CUDA choice from the GPU's compute capability: tests/test_precision.py)."""
+    trained = stub_model(make_plans())
+    seen = []
+    trained.model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+    )
+    predictor = Predictor([trained], tta=False, amp=amp)
+    scores = predictor.score_patches(torch.zeros(1, 1, 2, 64, 64))
+    assert seen == [expected] and scores.dtype == torch.float32

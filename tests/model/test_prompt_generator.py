@@ -85,3 +85,25 @@ def test_outputs_have_one_prompt_per_query_and_slice() -> None:
     assert prompts.aux_mask_logits.shape == (batch, 5, slices, 16, 16)
     assert prompts.boxes.shape == (batch, 5, slices, 4)
     assert prompts.class_tokens.shape == (batch, 5, slices, 16)
+
+
+def test_boxes_are_computed_in_float32_under_bf16_autocast() -> None:
+    """The learned boxes become prompt-encoder corners: bf16 would round them by up to 1/256 of the image."""
+    torch.manual_seed(0)
+    generator = PromptGenerator(
+        level_channels=[8, 8],
+        level_sizes=[4, 4],
+        embedding_channels=16,
+        embedding_size=4,
+        image_size=16,
+        num_queries=5,
+        token_dim=16,
+        config=PromptGeneratorConfig(widths=(16, 8, 8)),
+    )
+    head_dtypes = []
+    generator.box_head.register_forward_hook(lambda module, args, output: head_dtypes.append(output.dtype))
+    inputs = (torch.randn(6, 16, 4, 4), [torch.randn(6, 8, 4, 4)] * 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prompts = generator(*inputs)
+    assert head_dtypes == [torch.float32] and prompts.boxes.dtype == torch.float32
+    assert prompts.aux_mask_logits.dtype == torch.bfloat16  # the rest of the generator stays in bf16

@@ -177,6 +177,24 @@ def test_errors_name_the_problem() -> None:
         HungarianMatcher(num_points=EVERY_PIXEL)(crowded, targets)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_outputs_are_paired_when_tolerated(bad: float) -> None:
+    """fp16 training: one overflow must not end the run; the pairs are still one-to-one over the real segments,
+    and the step's non-finite loss is what GradScaler skips."""
+    outputs, targets = _random_case([2, 1, 0], num_queries=3)
+    outputs.mask_logits[0, 1] = bad
+    outputs.class_logits[1] = bad
+    matching = HungarianMatcher(num_points=EVERY_PIXEL, tolerate_non_finite=True)(outputs, targets)
+    assert matching.slice_index.tolist() == [0, 0, 1]
+    for g in (0, 1):
+        rows = matching.prediction_index[matching.slice_index == g].tolist()
+        columns = matching.target_index[matching.slice_index == g].tolist()
+        assert len(set(rows)) == len(rows)
+        assert sorted(columns) == targets.valid[g].nonzero().flatten().tolist()
+    with pytest.raises(ValueError, match="not finite"):  # other runs: NaN outputs mean divergence
+        HungarianMatcher(num_points=EVERY_PIXEL)(outputs, targets)
+
+
 @pytest.mark.parametrize(
     ("box1", "box2", "expected"),
     [

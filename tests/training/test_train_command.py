@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
 
 import pytest
 import typer
 
-from masksam.cli.train_command import parse_fold, what_complete_run_does
+from masksam.cli.train_command import PLANNING_MARKER, parse_fold, prepare_before_joining, what_complete_run_does
 from masksam.training.checkpoint import read_checkpoint
 
 MASKSAM = shutil.which("masksam")
@@ -135,3 +137,58 @@ def test_a_complete_run_whose_validation_was_cut_short_runs_only_the_validation(
         f"training was complete: {tmp_path / 'fold_0'} trained all 5 epochs (checkpoint_final.pt); running the "
         "final validation, which had not finished"
     )
+
+
+@pytest.fixture
+def no_collectives(monkeypatch):
+    """Planning happens before the process group exists: any collective would be a mistake."""
+    import torch.distributed as dist
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a collective while planning: ranks would wait under the NCCL timeout")
+
+    monkeypatch.setattr(dist, "barrier", refused)
+    monkeypatch.setattr(dist, "init_process_group", refused)
+
+
+def test_other_ranks_wait_for_rank_0s_plans_without_a_collective(tmp_path, no_collectives) -> None:
+    """plans.json is written before the cache is filled: a rank waits until rank 0's marker is gone too."""
+    plans_dir = tmp_path / "plans"
+    plans_dir.mkdir()
+    (plans_dir / PLANNING_MARKER).touch()
+    (plans_dir / "plans.json").write_text("{}")
+    finished = threading.Timer(0.3, (plans_dir / PLANNING_MARKER).unlink)
+    finished.start()
+    prepare_before_joining(tmp_path / "raw", plans_dir, rank=1, poll_seconds=0.02)
+    finished.join()
+    assert not (plans_dir / PLANNING_MARKER).exists()
+
+
+@pytest.mark.parametrize(
+    ("planned", "marker"),
+    [
+        pytest.param(False, False, id="no-plans"),
+        pytest.param(True, True, id="interrupted-planning"),
+        pytest.param(True, False, id="planned"),
+    ],
+)
+def test_rank_0_prepares_with_the_folder_marked(tmp_path, no_collectives, monkeypatch, capsys, planned, marker) -> None:
+    """Rank 0 plans when there are no plans, and checks (or fills) the cache in every case, marked while it works."""
+    plans_dir = tmp_path / "plans"
+    if planned:
+        plans_dir.mkdir()
+        (plans_dir / "plans.json").write_text("{}")
+    if marker:
+        (plans_dir / PLANNING_MARKER).touch()
+    calls = []
+
+    def prepare_for_training(dataset_dir, folder, **kwargs):
+        assert (folder / PLANNING_MARKER).exists()  # marked while it works
+        calls.append(folder)
+        return SimpleNamespace(action="reused", describe=lambda: "")
+
+    monkeypatch.setattr("masksam.data.pipeline.prepare_for_training", prepare_for_training)
+    prepare_before_joining(tmp_path / "raw", plans_dir, rank=0)
+    assert calls == [plans_dir]
+    assert ("planning" in capsys.readouterr().out) == (not planned)
+    assert not (plans_dir / PLANNING_MARKER).exists()

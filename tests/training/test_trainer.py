@@ -21,12 +21,14 @@ import torch._functorch.config as functorch_config
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError
 from masksam.memory import FreedMemoryGuard
+from masksam.precision import Precision
 from masksam.training import checkpoint as ckpt
 from masksam.training import trainer as trainer_module
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import SetCriterion
+from masksam.training.distributed import DistributedContext
 from masksam.training.setup import model_config_for
-from masksam.training.trainer import Trainer
+from masksam.training.trainer import Trainer, restore_cuda_rng
 
 FAST = TrainingConfig(epochs=2, iterations_per_epoch=2, validation_patches=2, num_workers=0, final_validation=False)
 
@@ -155,7 +157,7 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(planned_dataset
         expected = eager.train_step(image, label)
         torch.manual_seed(step)
         actual = compiled.train_step(image, label)
-        assert actual["total"] == pytest.approx(expected["total"], rel=1e-3, abs=1e-4)
+        assert float(actual["total"]) == pytest.approx(float(expected["total"]), rel=1e-3, abs=1e-4)
     compiled.fit()
     payload = ckpt.read_checkpoint(tmp_path / "compiled" / "fold_0" / "checkpoint_final.pt")
     assert set(payload["trainable_state"]) == set(trainable_state(eager))
@@ -517,3 +519,186 @@ def test_the_first_epoch_bar_counts_the_epochs_the_budget_fits(planned_dataset, 
     bars = capsys.readouterr().err
     assert "epoch 1/100" not in bars  # the configured epochs, before the budget fitted them
     assert f"epoch 1/{state.schedule.epochs}" in bars  # what the log says
+
+
+# ---- the GPU path, shown on the CPU ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fp16_scaler(monkeypatch):
+    """Trainers built in this test get fp16's enabled GradScaler (on the CPU, autocast stays off): the precision
+    ``--amp auto`` resolves to on a V100 or T4."""
+    monkeypatch.setattr(Precision, "needs_scaler", property(lambda self: True))
+
+
+def trainable_parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+
+
+def test_an_fp16_overflow_skips_the_step_instead_of_ending_the_run(planned_dataset, fp16_scaler):
+    """Matched queries (the Hungarian matcher runs) and non-finite outputs, as one fp16 overflow gives: no error;
+    GradScaler leaves the weights alone and halves its scale; the next step trains."""
+    trainer = make_trainer(planned_dataset, Path("unused"), num_queries=4)
+    assert trainer.scaler.is_enabled() and trainer.model_config.queries == "matched"
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    before, scale = trainable_parameters(trainer), trainer.scaler.get_scale()
+    network = trainer.network
+
+    def overflowing(*args, **kwargs):
+        output = network(*args, **kwargs)
+        output.mask_logits = output.mask_logits * float("inf")
+        return output
+
+    trainer.network = overflowing
+    terms = trainer.train_step(image, label)
+    assert not math.isfinite(float(terms["total"]))
+    after = trainable_parameters(trainer)
+    assert all(torch.equal(before[name], after[name]) for name in before)  # the step was skipped
+    assert trainer.scaler.get_scale() == scale / 2
+    trainer.network = network
+    assert math.isfinite(float(trainer.train_step(image, label)["total"]))
+    after = trainable_parameters(trainer)
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_skipped_step_is_left_out_of_the_epochs_mean_loss(planned_dataset, tmp_path, monkeypatch):
+    config = replace(FAST, epochs=1, iterations_per_epoch=3, validation_patches=1)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config)
+    losses = iter([float("inf"), 1.0, 2.0])
+    monkeypatch.setattr(trainer, "train_step", lambda *args: {"total": torch.tensor(next(losses))})
+    trainer.run_epoch(None)
+    assert trainer._epoch_train_terms == {"total": 1.5}
+
+
+def test_a_bf16_or_cpu_checkpoint_resumes_in_fp16_and_back(planned_dataset, tmp_path, monkeypatch):
+    """``--amp auto`` is fp32 on a CPU and bf16 on an A100 (the scaler's state is empty), fp16 on a V100."""
+    config = replace(FAST, epochs=3)
+    first = make_trainer(planned_dataset, tmp_path / "model", config)
+    first.fit(stop_after_epochs=1)
+    assert ckpt.read_checkpoint(first.fold_dir / "checkpoint_latest.pt")["scaler"] == {}
+    with monkeypatch.context() as patched:
+        patched.setattr(Precision, "needs_scaler", property(lambda self: True))
+        in_fp16 = make_trainer(planned_dataset, tmp_path / "model", config)
+        in_fp16.fit(resume=True, stop_after_epochs=1)  # the scaler starts afresh
+        assert in_fp16.state.epoch == 2 and in_fp16.scaler.is_enabled()
+        assert ckpt.read_checkpoint(first.fold_dir / "checkpoint_latest.pt")["scaler"]["scale"] > 0
+    back = make_trainer(planned_dataset, tmp_path / "model", config)
+    assert back.fit(resume=True).epoch == 3 and not back.scaler.is_enabled()
+
+
+def test_a_checkpoint_of_an_8_gpu_node_resumes_on_fewer_gpus(planned_dataset, tmp_path, monkeypatch):
+    first = make_trainer(planned_dataset, tmp_path / "model")
+    first.fit(stop_after_epochs=1)
+    path = first.fold_dir / "checkpoint_latest.pt"
+    payload = ckpt.read_checkpoint(path)
+    states = [torch.full((16,), index, dtype=torch.uint8) for index in range(8)]  # one per GPU of that node
+    payload["rng"]["cuda"] = states
+    ckpt.save_atomic(payload, path)
+
+    restored: list[tuple[int, torch.Tensor]] = []
+
+    def set_rng_state(state, device="cuda"):  # as torch.cuda on a machine with 2 GPUs
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= 2:
+            raise IndexError("list index out of range")
+        restored.append((index, state))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(  # as torch.cuda: every saved state to the GPU of its index
+        torch.cuda, "set_rng_state_all", lambda saved: [set_rng_state(state, i) for i, state in enumerate(saved)]
+    )
+    resumed = make_trainer(planned_dataset, tmp_path / "model")
+    resumed.resume(None)  # a CPU run on a machine with GPUs: their generators are not this run's
+    assert resumed.state.epoch == 1 and restored == []
+    for device, index in ((torch.device("cuda", 1), 1), (torch.device("cuda"), 0)):  # a rank's GPU of this machine
+        restored.clear()
+        restore_cuda_rng(states, device)
+        assert [i for i, _ in restored] == [index] and torch.equal(restored[0][1], states[index])
+    restored.clear()
+    restore_cuda_rng([], torch.device("cuda", 1))  # written by a CPU run
+    assert restored == []
+
+
+def with_variant(planned_dataset, overrides: dict) -> dict:
+    """``overrides`` of `make_trainer`, a ``variant`` key turned into the tiny preset's prompt generator with it."""
+    overrides = dict(overrides)
+    variant = overrides.pop("variant", None)
+    if variant is not None:
+        generator = model_config_for(Plans.load(planned_dataset[1]), backbone="tiny").prompt_generator
+        overrides["prompt_generator"] = replace(generator, variant=variant)
+    return overrides
+
+
+# Every way the model can be set up: prompt variants, ground-truth prompts, matched queries, SAM trained or not.
+EVERY_CONFIG = [
+    pytest.param({"variant": variant, "train_backbone": train}, id=f"{variant}-{'trained' if train else 'frozen'}-sam")
+    for variant in ("mask", "box", "mask_box", "mask_avg_box")
+    for train in (False, True)
+] + [
+    pytest.param({"prompt_mode": "ground_truth", "num_queries": 4}, id="ground-truth-prompts"),
+    pytest.param({"prompt_mode": "ground_truth", "num_queries": 4, "train_backbone": True}, id="ground-truth-sam"),
+    pytest.param({"num_queries": 4, "variant": "box"}, id="matched-queries-box"),
+    pytest.param({"num_queries": 4}, id="matched-queries"),
+]
+
+
+@pytest.mark.parametrize("overrides", EVERY_CONFIG)
+def test_every_trainable_parameter_reaches_the_loss(planned_dataset, overrides):
+    """DDP without find_unused_parameters fails at step 2 ("Expected to have finished reduction") when a trainable
+    parameter gets no gradient; the encoder adapters' pause phase is the one case that turns the search on."""
+    config = replace(FAST, encoder_adapters_from=0.0)
+    trainer = make_trainer(planned_dataset, Path("unused"), config, **with_variant(planned_dataset, overrides))
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    trainer.train_step(image, label)
+    unused = [name for name, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "adapters_from", "search"),
+    [
+        pytest.param({"prompt_mode": "ground_truth", "num_queries": 4}, 0.0, False, id="ground-truth-prompts"),
+        pytest.param({}, 0.0, False, id="generated-prompts"),
+        pytest.param({}, 0.5, True, id="encoder-adapters-pause"),
+    ],
+)
+def test_ddp_searches_for_unused_parameters_only_in_a_pause_phase(
+    planned_dataset, monkeypatch, overrides, adapters_from, search
+):
+    wrapped = {}
+
+    def ddp(module, **kwargs):
+        wrapped.update(kwargs)
+        return module
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp)
+    config = replace(FAST, encoder_adapters_from=adapters_from)
+    trainer = make_trainer(planned_dataset, Path("unused"), config, **overrides)
+    trainer.context = DistributedContext(rank=0, world_size=2)
+    trainer.wrap_model(trainer.model)
+    assert wrapped["find_unused_parameters"] is search
+
+
+def test_the_loader_pins_batches_for_a_gpu_run_and_labels_travel_small(planned_dataset, monkeypatch):
+    trainer = make_trainer(planned_dataset, Path("unused"))
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    assert label.dtype == torch.uint8 and not trainer.build_loader(epoch=0).pin_memory
+    trainer.context = DistributedContext(device=torch.device("cuda", 0))
+    assert trainer.build_loader(epoch=0).pin_memory
+
+
+def test_out_of_range_labels_are_refused_before_the_copy(planned_dataset):
+    trainer = make_trainer(planned_dataset, Path("unused"))
+    image, label = next(iter(trainer.build_loader(epoch=0)))
+    label[0, 0, 0, 0] = trainer.model_config.num_classes
+    with pytest.raises(ValueError, match=r"label values must lie in 0\.\."):
+        trainer.train_step(image, label)
+
+
+def test_the_final_validation_predicts_in_the_runs_precision(planned_dataset, tmp_path):
+    for amp, expected in (("auto", "fp32"), ("bf16", "bf16"), ("off", "fp32")):
+        trainer = make_trainer(planned_dataset, tmp_path / amp, replace(FAST, amp=amp))
+        assert trainer.validation_predictor().precision.name == expected == trainer.precision.name
