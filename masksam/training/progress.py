@@ -70,6 +70,11 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+def _lone_marker(x: Sequence[int]) -> str | None:
+    """A marker for a series of one epoch (a line through one point draws nothing), none for longer ones."""
+    return "o" if len(x) == 1 else None
+
+
 # Pseudo-Dice axis: a little beyond 0..1, so a class stuck at 0 (or perfect at 1) is drawn above the frame.
 DICE_LIMITS = (-0.04, 1.04)
 
@@ -104,12 +109,12 @@ def progress_figure(history: Sequence[dict[str, Any]], *, class_names: Sequence[
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         x, y = _series(history, key)
         if x:
-            losses.plot(x, y, style, color="black", linewidth=2, label=key.replace("_", " "))
+            losses.plot(x, y, style, color="black", linewidth=2, marker=_lone_marker(x), label=key.replace("_", " "))
     term_keys = sorted({k for r in history for k in r if k.startswith("loss_")})
     for key in term_keys:
         x, y = _series(history, key)
         if x:
-            losses.plot(x, y, linewidth=1, alpha=0.8, label=key.removeprefix("loss_"))
+            losses.plot(x, y, linewidth=1, alpha=0.8, marker=_lone_marker(x), label=key.removeprefix("loss_"))
     losses.set_ylabel("loss (weighted terms)")
     losses.set_title(title)
     if losses.get_lines():
@@ -123,7 +128,7 @@ def progress_figure(history: Sequence[dict[str, Any]], *, class_names: Sequence[
     for key, style in (("mean_dice", "k-"), ("mean_dice_ema", "k--")):
         x, y = _series(history, key)
         if x:
-            dice.plot(x, y, style, linewidth=2, label=key.replace("_", " "))
+            dice.plot(x, y, style, linewidth=2, marker=_lone_marker(x), label=key.replace("_", " "))
     dice.set_ylabel("pseudo-Dice (validation patches)")
     dice.set_ylim(*DICE_LIMITS)
     if dice.get_lines():  # no validation patches: an empty panel, without an empty legend's warning

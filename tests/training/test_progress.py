@@ -77,3 +77,9 @@ def test_draw_progress_writes_a_png(tmp_path):
 def test_empty_history_draws_empty_panels(tmp_path):
     draw_progress([], tmp_path / "progress.png", class_names=CLASSES, title="no epoch yet")
     assert (tmp_path / "progress.png").is_file()
+
+
+def test_a_single_epoch_is_drawn_as_points():
+    figure = drawn(1)
+    lines = [line for axes in figure.axes for line in axes.get_lines()]
+    assert lines and all(line.get_marker() not in (None, "None", "") for line in lines)
