@@ -8,8 +8,14 @@ without TTA for each backbone (torch.profiler, self CPU time).
 
 Usage::
 
-    python benchmarks/bench_predict_acdc.py [--dataset ../shared/data/Dataset027_ACDC] [--cases 2]
-        [--rows tiny lite_medsam lite_medsam_paper vit_b vit_b_1024] [--threads 1] [--device cpu] [--profile]
+    python benchmarks/bench_predict_acdc.py [--dataset ../shared/data/Dataset027_ACDC] [--plans PLANS_DIR]
+        [--cases 2] [--rows tiny lite_medsam lite_medsam_paper vit_b vit_b_1024] [--threads 1] [--device cpu]
+        [--profile]
+
+``--dataset`` defaults to ``../shared/data/Dataset027_ACDC`` beside the checkout (this project's machines);
+elsewhere pass the folder. Only the ``--cases`` predicted are planned (linked into a temporary dataset of
+their own; nothing is preprocessed: prediction preprocesses each case itself), unless ``--plans`` names the
+plans folder of a ``masksam plan`` of the dataset, which is then used as it is.
 
 ``lite_medsam`` is today's ``masksam train`` default (128², one query per foreground class), ``lite_medsam_paper``
 the default before 2026-12-02 (256², the paper's 8 matched queries). ``vit_b`` runs SAM ViT-B at the plans'
@@ -22,11 +28,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # dataset_subset, also when loaded by a test
+from dataset_subset import check_dataset, write_subset  # noqa: E402
+
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
 # row -> (backbone, input side or None for `masksam train`'s default, queries)
 ROWS = {
@@ -57,30 +67,47 @@ def build_predictor(plans, plans_dir: Path, row: str, tta: bool, device: str):
     return Predictor([trained], device=device, tta=tta)
 
 
+def plans_folder(dataset: Path, case_ids: list[str], plans: Path | None, scratch: Path) -> Path:
+    """The plans to predict with: ``plans`` when given, else a plan of only ``case_ids``.
+
+    The cases are linked into ``scratch/raw`` as a dataset of their own and planned into ``scratch/plans``
+    without preprocessing (prediction preprocesses each case itself), so ``--cases 2`` reads 2 cases, not 140.
+    """
+    from masksam.data.pipeline import plan_and_preprocess
+
+    if plans is not None:
+        return plans
+    subset = write_subset(dataset, case_ids, scratch / "raw", link=True)
+    plan_and_preprocess(subset, scratch / "plans", num_workers=1, preprocess=False, progress=False)
+    return scratch / "plans"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--dataset", type=Path, help=f"nnU-Net raw ACDC folder (default: {DEFAULT_DATASET})")
+    parser.add_argument("--plans", type=Path, help="plans folder of 'masksam plan' (default: plan the cases used)")
     parser.add_argument("--cases", type=int, default=2)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=DEFAULT_ROWS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    dataset = check_dataset(args.dataset, DEFAULT_DATASET)
+    if args.plans is not None and not (args.plans / "plans.json").is_file():
+        raise SystemExit(f"{args.plans}: no plans.json there; pass the output folder of 'masksam plan {dataset}'")
 
     import torch
 
     from masksam.data.io import list_cases, read_dataset_json
-    from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.plans import Plans
     from masksam.memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the masksam command does (masksam/memory.py)
-    cases = list_cases(args.dataset, read_dataset_json(args.dataset), "Tr")[: args.cases]
+    cases = list_cases(dataset, read_dataset_json(dataset), "Tr")[: args.cases]
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        plans_dir = Path(folder) / "plans"
-        plan_and_preprocess(args.dataset, plans_dir, num_workers=1, progress=False)
+        plans_dir = plans_folder(dataset, [case.case_id for case in cases], args.plans, Path(folder))
         plans = Plans.load(plans_dir)
         for row in args.rows:
             for tta in (False, True):

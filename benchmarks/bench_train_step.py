@@ -32,8 +32,10 @@ Rows: ``tiny`` (tiny preset), ``lite_medsam`` (ACDC preset: 4×256×256, N=8), `
 same patch run through LiteMedSAM at 128²), ``vit_b`` (ACDC preset on SAM ViT-B at 256²), ``vit_b_1024``
 (ViT-B at SAM's native 1024², for GPUs). ``--device cuda`` runs under bf16 autocast unless ``--precision fp32``;
 ``--compile`` wraps the model in ``torch.compile`` (as ``masksam train --compile`` does) and times it after the
-warm-up step that compiles it. Attention is always PyTorch's SDPA (``F.scaled_dot_product_attention``), which
-picks flash or memory-efficient kernels on GPUs by itself.
+warm-up step that compiles it; a line under the table then gives that first step's and the first inference's
+time (compiling included), the graphs torch._dynamo compiled and its graph breaks with their reasons.
+Attention is always PyTorch's SDPA (``F.scaled_dot_product_attention``), which picks flash or
+memory-efficient kernels on GPUs by itself.
 
 ``lite_medsam`` uses the real weights when ``masksam weights lite_medsam`` has been run (random weights
 otherwise: same cost); ``--vit-b`` adds a ViT-B row at 256² (random weights, slow).
@@ -42,6 +44,7 @@ otherwise: same cost); ``--vit-b`` adds a ViT-B row at 256² (random weights, sl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -91,6 +94,11 @@ class Timing:
     matmul_gflops: float = 0.0
     device: str = "cpu"
     mode: str = "fp32"
+    first_step: float = 0.0  # the warm-up step: with --compile, compiling the training graphs and one step
+    first_inference: float = 0.0  # the inference warm-up: with --compile, compiling the eval graph and one forward
+    graph_breaks: int = -1  # --compile: graph breaks torch._dynamo counted (-1: not compiled)
+    graphs: int = 0  # --compile: graphs torch._dynamo compiled
+    break_reasons: list[str] = dataclasses.field(default_factory=list)  # --compile: the distinct reasons
 
 
 def worker(spec: dict[str, object]) -> None:
@@ -129,8 +137,15 @@ def worker(spec: dict[str, object]) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     mode = ("bf16" if bf16 else "fp32") + ("+compile" if spec.get("compile") else "")
     eager = model  # FLOPs are counted on the eager module (the counter does not see into compiled graphs)
-    if spec.get("compile"):
-        model = torch.compile(model)
+    backend = str(spec.get("compile_backend") or "inductor")
+    if spec.get("compile") and backend != "inductor":  # e.g. eager: TorchDynamo's graphs and breaks, no codegen
+        model = torch.compile(model, backend=backend)
+    elif spec.get("compile"):
+        try:  # as `masksam train --compile` does (an older revision under --compare may lack it)
+            from masksam.training.compilation import compile_network
+        except ImportError:
+            compile_network = torch.compile
+        model = compile_network(model)
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -139,7 +154,8 @@ def worker(spec: dict[str, object]) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def loss_of(output: object) -> torch.Tensor:
-        return sum(getattr(output, f.name).float().square().mean() for f in dataclasses.fields(output))
+        fields = (getattr(output, f.name) for f in dataclasses.fields(output))
+        return sum(value.float().square().mean() for value in fields if value is not None)  # None: not produced
 
     def cpu_seconds() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,6 +188,7 @@ def worker(spec: dict[str, object]) -> None:
         with torch.no_grad():
             output = model(volume)
         outputs = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+        outputs = {name: value for name, value in outputs.items() if value is not None}
         model.train()
         loss_of(model(volume)).backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -179,10 +196,10 @@ def worker(spec: dict[str, object]) -> None:
         torch.save({"outputs": outputs, "grads": grads}, str(save))
 
     model.train()
-    train_step()  # warm-up: first calls pick kernels, grow the allocator and (--compile) compile
+    first_step = sum(train_step()[:2])  # warm-up: first calls pick kernels, grow the allocator and (--compile) compile
     forward, backward, step_cpu = zip(*(train_step() for _ in range(int(spec["repeats"]))), strict=True)
     model.eval()
-    inference()  # warm-up (--compile: the eval graph is compiled here)
+    first_inference = inference()  # warm-up (--compile: the eval graph is compiled here)
     inference_times = [inference() for _ in range(int(spec["repeats"]))]
     if spec.get("profile"):
         print_profile(model.train(), train_step)
@@ -208,8 +225,23 @@ def worker(spec: dict[str, object]) -> None:
         matmul_gflops=matmul_gflops,
         device=str(device),
         mode=mode,
+        first_step=first_step,
+        first_inference=first_inference,
+        **(compile_statistics() if spec.get("compile") else {}),
     )
     print("RESULT " + json.dumps(asdict(timing)), flush=True)
+
+
+def compile_statistics() -> dict[str, object]:
+    """Graph breaks, compiled graphs and the distinct break reasons torch._dynamo counted in this process."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters["graph_break"]  # reason -> count
+    return {
+        "graph_breaks": int(sum(breaks.values())),
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "break_reasons": sorted(str(reason).splitlines()[0][:200] for reason in breaks),
+    }
 
 
 def count_step_flops(model, volume, loss_of, autocast) -> float:
@@ -270,6 +302,7 @@ def run_worker(source: Path, row: str, args: argparse.Namespace, save: Path | No
         "device": args.device,
         "precision": args.precision,
         "compile": args.compile,
+        "compile_backend": args.compile_backend,
     }
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     if args.keep_freed_memory:
@@ -349,6 +382,15 @@ def print_table(rows: list[tuple[str, Timing]]) -> None:
         cells += [f"{median(t.step_cpu):.1f}", f"{t.peak_rss_mb:.0f}", f"{t.step_gflop:.3g}", f"{achieved:.0f}"]
         cells += [f"{t.matmul_gflops:.0f}", f"{achieved / t.matmul_gflops:.0%}" if t.matmul_gflops else ""]
         print(" | ".join(cells))
+    for version, t in rows:
+        if t.graph_breaks >= 0:
+            print(
+                f"compile ({version}, {t.backbone} {t.image_size}², {t.mode}): "
+                f"first training step {t.first_step:.1f} s and first inference {t.first_inference:.1f} s "
+                f"(compiling included), {t.graphs} graph(s), {t.graph_breaks} graph break(s)"
+            )
+            for reason in t.break_reasons:
+                print(f"  graph break: {reason}")
 
 
 def merge(timings: list[Timing]) -> Timing:
@@ -371,6 +413,11 @@ def merge(timings: list[Timing]) -> Timing:
         matmul_gflops=max(t.matmul_gflops for t in timings),
         device=first.device,
         mode=first.mode,
+        first_step=max(t.first_step for t in timings),
+        first_inference=max(t.first_inference for t in timings),
+        graph_breaks=first.graph_breaks,
+        graphs=first.graphs,
+        break_reasons=first.break_reasons,
     )
 
 
@@ -390,6 +437,11 @@ def main() -> None:
         help="autocast dtype (auto: bf16 on a GPU, fp32 on the CPU)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (timed after a warm-up)")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (eager: graph capture and graph breaks only, no code generation; for dry runs)",
+    )
     parser.add_argument("--num-queries", type=int, help="override the preset's number of queries N")
     parser.add_argument("--compare", metavar="REF", help="git revision to compare the working tree with")
     parser.add_argument("--rounds", type=int, default=1, help="alternating processes per version with --compare")

@@ -70,59 +70,84 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+def _lone_marker(x: Sequence[int]) -> str | None:
+    """A marker for a series of one epoch (a line through one point draws nothing), none for longer ones."""
+    return "o" if len(x) == 1 else None
+
+
+# Pseudo-Dice axis: a little beyond 0..1, so a class stuck at 0 (or perfect at 1) is drawn above the frame.
+DICE_LIMITS = (-0.04, 1.04)
+
+
 def draw_progress(history: Sequence[dict[str, Any]], path: Path, *, class_names: Sequence[str], title: str) -> None:
-    """Draws losses, pseudo-Dice per class (with its moving average) and lr against the epoch into ``path``.
+    """Draws :func:`progress_figure` into ``path`` (PNG, written atomically)."""
+    figure = progress_figure(history, class_names=class_names, title=title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    _write_bytes_atomic(buffer.getvalue(), Path(path))
+
+
+def progress_figure(history: Sequence[dict[str, Any]], *, class_names: Sequence[str], title: str):
+    """Losses, pseudo-Dice per class (with its moving average), learning rate and epoch time against the epoch.
+
+    Four panels sharing the epoch axis, whose ticks are whole epochs. The learning rate and the epoch time each
+    have their own panel (on one panel's twin axes their lines crossed and hid each other).
 
     Expected keys per record: ``epoch``, ``train_loss``, ``val_loss``, ``loss_<term>``, ``dice_<class>``,
     ``mean_dice``, ``mean_dice_ema``, ``lr``, ``epoch_seconds`` (missing keys are skipped).
+
+    Returns:
+        A matplotlib Figure (Agg canvas, no pyplot).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(10, 11), layout="constrained")
-    losses, dice, timing = figure.subplots(3, 1, sharex=True, height_ratios=(3, 3, 1.4))
+    figure = Figure(figsize=(10, 12), layout="constrained")
+    FigureCanvasAgg(figure)
+    losses, dice, rate, timing = figure.subplots(4, 1, sharex=True, height_ratios=(3, 3, 1.2, 1.2))
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         x, y = _series(history, key)
         if x:
-            losses.plot(x, y, style, color="black", linewidth=2, label=key.replace("_", " "))
+            losses.plot(x, y, style, color="black", linewidth=2, marker=_lone_marker(x), label=key.replace("_", " "))
     term_keys = sorted({k for r in history for k in r if k.startswith("loss_")})
     for key in term_keys:
         x, y = _series(history, key)
         if x:
-            losses.plot(x, y, linewidth=1, alpha=0.8, label=key.removeprefix("loss_"))
+            losses.plot(x, y, linewidth=1, alpha=0.8, marker=_lone_marker(x), label=key.removeprefix("loss_"))
     losses.set_ylabel("loss (weighted terms)")
     losses.set_title(title)
-    losses.legend(fontsize=8, ncol=3)
+    if losses.get_lines():
+        losses.legend(fontsize=8, ncol=3)
     losses.grid(alpha=0.3)
 
     for name in class_names:
         x, y = _series(history, f"dice_{name}")
         if x:
-            dice.plot(x, y, linewidth=1, marker=".", label=name)
+            dice.plot(x, y, linewidth=1, marker=".", label=name, clip_on=False)
     for key, style in (("mean_dice", "k-"), ("mean_dice_ema", "k--")):
         x, y = _series(history, key)
         if x:
-            dice.plot(x, y, style, linewidth=2, label=key.replace("_", " "))
+            dice.plot(x, y, style, linewidth=2, marker=_lone_marker(x), label=key.replace("_", " "))
     dice.set_ylabel("pseudo-Dice (validation patches)")
-    dice.set_ylim(0, 1)
+    dice.set_ylim(*DICE_LIMITS)
     if dice.get_lines():  # no validation patches: an empty panel, without an empty legend's warning
         dice.legend(fontsize=8, ncol=3)
     dice.grid(alpha=0.3)
 
-    x, y = _series(history, "lr")
-    if x:
-        timing.plot(x, y, color="tab:blue")
-    timing.set_ylabel("learning rate", color="tab:blue")
+    for panel, key, label, colour in (
+        (rate, "lr", "learning rate", "tab:blue"),
+        (timing, "epoch_seconds", "epoch time (s)", "tab:orange"),
+    ):
+        x, y = _series(history, key)
+        if x:
+            panel.plot(x, y, color=colour, marker=".")
+        panel.set_ylabel(label)
+        panel.grid(alpha=0.3)
+    rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     timing.set_xlabel("epoch")
-    seconds = timing.twinx()
-    x, y = _series(history, "epoch_seconds")
-    if x:
-        seconds.plot(x, y, color="tab:orange")
-    seconds.set_ylabel("epoch time (s)", color="tab:orange")
-    timing.grid(alpha=0.3)
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    _write_bytes_atomic(buffer.getvalue(), Path(path))
+    timing.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared: every panel ticks whole epochs
+    epochs = [r["epoch"] for r in history if isinstance(r.get("epoch"), (int, float))]
+    if epochs and min(epochs) == max(epochs):  # one epoch: a window around it, not a sliver
+        timing.set_xlim(min(epochs) - 1, max(epochs) + 1)
+    return figure

@@ -201,10 +201,14 @@ def legend_handles(values: Sequence[int], class_names: Sequence[str]) -> list:
     return [Patch(facecolor=class_colour(v), edgecolor="black", label=class_name(v, class_names)) for v in values]
 
 
-def add_legend(figure, handles: list, empty_text: str) -> None:
-    """Legend in the band below the panels (``empty_text`` there when there is nothing to explain)."""
+def add_legend(figure, handles: list, empty_text: str, *, dark: bool = False) -> None:
+    """Legend in the band below the panels (``empty_text`` there when there is nothing to explain).
+
+    ``dark``: on a dark grey frame with white text, for keys meant to be seen on a dark image (white outlines).
+    """
     if handles:
-        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
+        style = {"facecolor": "0.25", "labelcolor": "white", "framealpha": 1.0} if dark else {}
+        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8, **style)
     else:
         figure.text(0.5, 0.5 * LEGEND_INCHES / figure.get_figheight(), empty_text, ha="center", fontsize=8)
 

@@ -32,14 +32,16 @@ from masksam.errors import DatasetError
 from masksam.inference.semantic import semantic_scores
 from masksam.inference.sliding_window import padding_for
 from masksam.training.checkpoint import TrainedModel
+from masksam.visualization.label_placement import place_labels
 from masksam.visualization.overlays import (
+    OVERLAY_ALPHA,
     add_legend,
     blend_labels,
     check_slices,
     class_colour,
+    class_name,
     figure_inches,
     intensity_window,
-    legend_handles,
     new_figure,
     panel_ratio,
     save_figure,
@@ -279,7 +281,12 @@ def prompt_figure(
     spacing: Sequence[float] = (1.0, 1.0),
     show_no_object: bool = True,
 ):
-    """Builds the prompt figure: per slice, image + prompt boxes | semantic map | reference (if any).
+    """Builds the prompt figure: per slice, image + prompt boxes | reference (if any) | semantic map.
+
+    The columns follow ``case.png``'s order (ground truth before prediction). A label panel without
+    foreground says "empty". Box labels, on their box's colour, are moved beside their boxes until none
+    covers another (:mod:`masksam.visualization.label_placement`). Each legend key is drawn in its box's colour: the
+    outline is the box's, the fill the overlay's tint of that class (none for background and no object).
 
     Args:
         prompts: From :func:`run_prompts`.
@@ -290,11 +297,11 @@ def prompt_figure(
     Returns:
         A matplotlib Figure.
     """
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Rectangle
 
     num_classes = len(class_names)
     with_reference = any(p.reference is not None for p in prompts)
-    columns = ["prompt boxes", "prediction (semantic map)"] + (["ground truth"] if with_reference else [])
+    columns = ["prompt boxes"] + (["ground truth"] if with_reference else []) + ["prediction (semantic map)"]
     height, width = prompts[0].image.shape
     window = intensity_window(np.stack([p.image for p in prompts]))
     aspect = float(spacing[0]) / float(spacing[1])
@@ -302,25 +309,33 @@ def prompt_figure(
     figure = new_figure(*figure_inches(len(prompts), len(columns), ratio))
     axes = figure.subplots(len(prompts), len(columns), squeeze=False)
     present: set[int] = set()
+    labelled: list[tuple[object, list, np.ndarray]] = []  # (panel, labels, their boxes) to place at the end
     for row, record in enumerate(prompts):
         grey = to_grey(record.image, window)
-        maps = [None, record.semantic, record.reference]
+        maps = {"ground truth": record.reference, "prediction (semantic map)": record.semantic}
         for column, title in enumerate(columns):
             panel = axes[row, column]
-            if maps[column] is not None:
-                present.update(int(v) for v in np.unique(maps[column]) if v > 0)
-            panel.imshow(blend_labels(grey, maps[column]), interpolation="nearest", aspect=aspect)
+            labels = maps.get(title)
+            panel.imshow(blend_labels(grey, labels), interpolation="nearest", aspect=aspect)
+            if labels is not None:
+                values = [int(v) for v in np.unique(labels) if v > 0]
+                present.update(values)
+                if not values:
+                    mark_empty(panel)
             label = f"file slice {record.file_slice} (model slice {record.grid_slice}): {title}"
             panel.set_title(label if column == 0 else title, fontsize=8)
             panel.set_axis_off()
         boxes_panel = axes[row, 0]
         rectangles = box_rectangles(record.boxes, height=height, width=width)  # (N, 4)
+        texts, drawn = [], []
         for query, (rectangle, class_id, probability) in enumerate(
             zip(rectangles, record.classes.tolist(), record.probabilities.tolist(), strict=True)
         ):
             no_object = class_id >= num_classes
             if no_object and not show_no_object:
                 continue
+            if 0 < class_id < num_classes:
+                present.add(class_id)
             colour = box_colour(class_id, num_classes)
             left, top, box_width, box_height = rectangle
             boxes_panel.add_patch(
@@ -335,29 +350,79 @@ def prompt_figure(
                     gid=f"q{query}",
                 )
             )
-            boxes_panel.text(
+            text = boxes_panel.text(
                 left,
                 top,
                 query_label(query, class_id, probability, class_names),
-                color=colour,
-                fontsize=6,
+                color=text_colour_on(colour),
+                fontsize=7,
                 va="top",
                 clip_on=True,
-                bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "linewidth": 0},
+                gid=f"label q{query}",
+                bbox={"facecolor": colour, "alpha": 0.85, "pad": 0.5, "linewidth": 0},
             )
+            text.set_in_layout(False)
+            texts.append(text)
+            drawn.append(rectangle)
         boxes_panel.set_xlim(-0.5, width - 0.5)
         boxes_panel.set_ylim(height - 0.5, -0.5)
-    handles = legend_handles(sorted(present), class_names)
-    box_keys = [(BACKGROUND_BOX_COLOUR, "-", f"box: {class_names[0]}")]
-    if show_no_object:
-        box_keys.append((NO_OBJECT_COLOUR, "--", "box: no object"))
-    # Box colours are meant for a dark image: show them as outlines on black squares.
-    handles += [
-        Patch(facecolor="black", edgecolor=colour, linestyle=style, linewidth=1.5, label=label)
-        for colour, style, label in box_keys
-    ]
-    add_legend(figure, handles, "")
+        labelled.append((boxes_panel, texts, np.array(drawn).reshape(-1, 4)))
+    add_legend(figure, prompt_legend_handles(sorted(present), class_names, show_no_object), "", dark=True)
+    for panel, texts, drawn in labelled:
+        place_labels(figure, panel, texts, drawn)
     return figure
+
+
+def text_colour_on(background: Sequence[float]) -> str:
+    """Black on light colours, white on dark ones (relative luminance, Rec. 709 weights, threshold 0.5)."""
+    red, green, blue = background[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
+
+
+def mark_empty(panel) -> None:
+    """Writes "empty" in the middle of a label panel without foreground (else it looks like a missing overlay)."""
+    panel.text(
+        0.5,
+        0.5,
+        "empty",
+        transform=panel.transAxes,
+        ha="center",
+        va="center",
+        color="white",
+        fontsize=10,
+        gid="empty",
+        bbox={"facecolor": "black", "alpha": 0.6, "pad": 2, "linewidth": 0},
+    )
+
+
+def prompt_legend_handles(values: Sequence[int], class_names: Sequence[str], show_no_object: bool) -> list:
+    """Legend keys in the boxes' colours: per class its box outline over its overlay tint, then box-only keys.
+
+    Args:
+        values: Class ids > 0 present in a map or as a box.
+        class_names: K names in class-id order.
+        show_no_object: Add the dashed grey "no object" key.
+    """
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(
+            facecolor=(*class_colour(value), OVERLAY_ALPHA),
+            edgecolor=box_colour(value, len(class_names)),
+            linestyle="-",
+            linewidth=1.5,
+            label=class_name(value, class_names),
+        )
+        for value in values
+    ]
+    keys = [(BACKGROUND_BOX_COLOUR, "-", f"box: {class_names[0]}")]
+    if show_no_object:
+        keys.append((NO_OBJECT_COLOUR, "--", "box: no object"))
+    handles += [
+        Patch(facecolor="none", edgecolor=colour, linestyle=style, linewidth=1.5, label=label)
+        for colour, style, label in keys
+    ]
+    return handles
 
 
 def draw_prompts(

@@ -15,6 +15,7 @@ from masksam.errors import ConfigError, DatasetError
 from masksam.inference.semantic import semantic_scores
 from masksam.model.prompt_generator import mask_to_box
 from masksam.training.checkpoint import load_trained_model
+from masksam.visualization.overlays import overlay_figure
 from masksam.visualization.prompts import (
     NO_OBJECT_COLOUR,
     PromptGrid,
@@ -25,6 +26,7 @@ from masksam.visualization.prompts import (
     in_plane_centre,
     plan_windows,
     prompt_figure,
+    prompt_legend_handles,
     query_label,
     run_prompts,
     window_start,
@@ -256,3 +258,88 @@ def test_bad_inputs_give_one_line_errors(case, tmp_path, channels, slices, error
         )
     assert fragment in str(raised.value) and "\n" not in str(raised.value)
     assert not (tmp_path / "p.png").exists()
+
+
+def labelled_record(classes: list[int], *, semantic_value: int = 0, reference_value: int | None = 2) -> SlicePrompts:
+    """One slice whose boxes all sit on the same spot (their labels would cover each other there)."""
+    record = handmade(classes)
+    record.semantic = np.full((8, 8), semantic_value, np.int64)
+    if reference_value is not None:
+        record.reference = np.zeros((8, 8), np.int64)
+        record.reference[2:6, 2:6] = reference_value
+    return record
+
+
+def test_columns_follow_the_overlay_picture_order():
+    figure = prompt_figure([labelled_record([1, 2])], class_names=["bg", "LV", "MYO"])
+    titles = [panel.get_title() for panel in figure.axes]
+    assert titles[0].endswith("prompt boxes")
+    assert titles[1:] == ["ground truth", "prediction (semantic map)"]
+    reference = np.zeros((8, 8, 3), np.int64)
+    overlay = overlay_figure(
+        np.zeros((8, 8, 3)),
+        reference=reference,
+        prediction=reference,
+        slices=[1],
+        axis=2,
+        class_names=["bg", "LV", "MYO"],
+    )
+    overlay_titles = [panel.get_title().removeprefix("slice 1: ") for panel in overlay.axes]
+    assert overlay_titles == ["image", "ground truth", "prediction"]  # case.png: the same order
+
+
+@pytest.mark.parametrize("show_no_object", [True, False])
+def test_legend_keys_have_the_colours_of_the_boxes(show_no_object):
+    names = ["bg", "LV", "MYO"]
+    figure = prompt_figure([labelled_record([1, 3, 0, 2])], class_names=names, show_no_object=show_no_object)
+    (legend,) = figure.legends
+    keys = {text.get_text(): handle for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    boxes = [p for p in figure.axes[0].patches if isinstance(p, Rectangle)]
+    assert len(boxes) == (4 if show_no_object else 3)
+    for box in boxes:
+        class_id = [1, 3, 0, 2][int(box.get_gid()[1:])]
+        name = {0: "box: bg", 3: "box: no object"}.get(class_id, names[class_id] if class_id < 3 else "")
+        key = keys[name]
+        np.testing.assert_allclose(key.get_edgecolor()[:3], box.get_edgecolor()[:3])
+        fill = key.get_facecolor()
+        assert fill[3] == 0 or np.allclose(fill[:3], box.get_edgecolor()[:3]), f"{name}: fill {fill}"
+    # The legend's own artists do not report a dashed style (they copy the dash pattern only): ask the keys.
+    styles = {h.get_label(): h.get_linestyle() for h in prompt_legend_handles([1, 2], names, show_no_object)}
+    assert styles == {"LV": "-", "MYO": "-", "box: bg": "-"} | ({"box: no object": "--"} if show_no_object else {})
+
+
+@pytest.mark.parametrize(
+    ("semantic_value", "reference_value", "expected"),
+    [
+        pytest.param(0, 2, [False, False, True], id="empty-prediction"),
+        pytest.param(1, 0, [False, True, False], id="empty-reference"),
+        pytest.param(1, 2, [False, False, False], id="both-with-foreground"),
+        pytest.param(0, None, [False, True], id="no-reference-empty-prediction"),
+    ],
+)
+def test_empty_label_panels_say_empty(semantic_value, reference_value, expected):
+    record = labelled_record([1], semantic_value=semantic_value, reference_value=reference_value)
+    figure = prompt_figure([record], class_names=["bg", "LV", "MYO"])
+    marked = [any(t.get_gid() == "empty" and t.get_text() == "empty" for t in panel.texts) for panel in figure.axes]
+    assert marked == expected
+
+
+@pytest.mark.parametrize("queries", [2, 4, 8])
+def test_box_labels_do_not_cover_each_other(queries):
+    record = handmade(([1, 2, 3, 0] * 2)[:queries])
+    record.image = np.zeros((64, 64), np.float32)
+    record.semantic = np.zeros((64, 64), np.int64)
+    record.boxes = np.tile([0.3, 0.3, 0.6, 0.6], (queries, 1))  # every box on the same spot
+    figure = prompt_figure([record], class_names=["bg", "LV", "MYO"])
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    panel = figure.axes[0]
+    labels = [t for t in panel.texts if (t.get_gid() or "").startswith("label q")]
+    assert len(labels) == queries
+    extents = [t.get_window_extent(renderer) for t in labels]
+    frame = panel.get_window_extent(renderer)
+    for index, extent in enumerate(extents):
+        assert frame.x0 - 0.5 <= extent.x0 and extent.x1 <= frame.x1 + 0.5
+        assert frame.y0 - 0.5 <= extent.y0 and extent.y1 <= frame.y1 + 0.5
+        for other in extents[index + 1 :]:
+            assert not extent.overlaps(other), f"{extent} and {other} overlap"
