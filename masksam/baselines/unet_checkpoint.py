@@ -21,7 +21,7 @@ import torch
 from masksam.baselines.unet import UNet, UNetConfig
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError, MaskSamError
-from masksam.model_files import UNET_MODEL, read_tagged_file, register_loader
+from masksam.model_files import UNET_MODEL, read_tagged_file, register_loader, state_mismatch
 
 UNET_FORMAT = UNET_MODEL.tag
 UNET_VERSION = UNET_MODEL.version
@@ -60,16 +60,9 @@ def read_unet_file(path: str | Path) -> dict[str, Any]:
 def load_unet_state(model: UNet, state: dict[str, torch.Tensor], path: Path) -> None:
     """Loads weights; any missing, unexpected or wrongly shaped tensor is a one-line CheckpointError."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label} {len(keys)} (e.g. {keys[0]})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise CheckpointError(f"{path}: weights do not fit the recorded U-Net — {', '.join(parts)}")
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit the recorded U-Net — {mismatch}")
     model.load_state_dict(state)
 
 

@@ -35,6 +35,7 @@ from masksam.model_files.tagged import (
     read_tagged_file,
     register_loader,
     save_atomic,
+    state_mismatch,
 )
 
 __all__ = [
@@ -62,4 +63,5 @@ __all__ = [
     "resolve_backbone_weights",
     "save_atomic",
     "split_state",
+    "state_mismatch",
 ]

@@ -20,7 +20,7 @@ from masksam.data.plans import Plans
 from masksam.errors import CheckpointError
 from masksam.model.config import MaskSamConfig
 from masksam.model.masksam import MaskSAM, build_masksam
-from masksam.model_files.tagged import MASKSAM_CHECKPOINT, read_tagged_file, register_loader
+from masksam.model_files.tagged import MASKSAM_CHECKPOINT, read_tagged_file, register_loader, state_mismatch
 
 CHECKPOINT_FORMAT = MASKSAM_CHECKPOINT.tag
 CHECKPOINT_VERSION = MASKSAM_CHECKPOINT.version
@@ -184,18 +184,9 @@ def load_model_state(model: MaskSAM, state: dict[str, torch.Tensor], path: Path,
     """Loads trainable (and, if ``strict_frozen``, frozen) weights; any mismatch is a one-line CheckpointError."""
     expected_trainable, expected_frozen = split_state(model)
     expected = {**expected_trainable, **(expected_frozen if strict_frozen else {})}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label} {len(keys)} (e.g. {keys[0]})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise CheckpointError(
-            f"{path}: weights do not fit this model — {', '.join(parts)}; was it made by another version?"
-        )
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit this model — {mismatch}; was it made by another version?")
     model.load_state_dict(state, strict=False)
 
 

@@ -228,3 +228,17 @@ def load_model_file(path: str | Path, **options: Any) -> Any:
             f"{file_format.use}"
         )
     return loader(path, **options)
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading where ``expected`` (a model's state dict) is wanted, in a few words; None
+    when every tensor is there with its shape and nothing else is."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    parts = [
+        f"{label} {len(keys)} (e.g. {keys[0]})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if keys
+    ]
+    return ", ".join(parts) or None
