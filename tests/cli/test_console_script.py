@@ -124,6 +124,7 @@ def predict_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return root / "in", root / "model"
 
 
+@pytest.mark.slow  # the console script predicting until interrupted: 7-10 s on a shared machine
 @needs_script
 def test_ctrl_c_in_predict_says_how_many_cases_were_written(tmp_path: Path, predict_setup: tuple[Path, Path]) -> None:
     inputs, model = predict_setup

@@ -110,6 +110,7 @@ def test_written_settings_read_back(tmp_path: Path, suffix: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
 
 
+@pytest.mark.slow  # trains through the CLI: 6-11 s on a shared machine
 def test_train_takes_the_file_and_lets_given_options_win(planned_dataset, tmp_path: Path) -> None:
     raw, plans_dir = planned_dataset
     app = typer.Typer(pretty_exceptions_enable=False)
