@@ -7,7 +7,7 @@ volume patch -> modality adapter -> slices -> adapted SAM image encoder -> promp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from masksam.model.image_encoder import AdaptedViTEncoder
 from masksam.model.mask_decoder import AdaptedMaskDecoder
 from masksam.model.modality_adapter import ModalityAdapter
 from masksam.model.prompt_generator import GeneratedPrompts, PromptGenerator, mask_to_box
+from masksam.model.refinement import query_segments, segment_prompts
 
 
 @dataclass
@@ -205,20 +206,26 @@ class MaskSAM(nn.Module):
         volume: torch.Tensor,
         boxes: torch.Tensor | None = None,
         denoising: DenoisingPrompts | None = None,
+        refinement_passes: int = 0,
     ) -> MaskSamOutput:
         """
         Arguments:
           volume: (B, C, T, H, W) normalised image patch.
           boxes: (B*T, N, 4) normalised xyxy prompts, only in prompt_mode "ground_truth".
           denoising: extra training queries prompted with noised ground truth, decoded beside the N queries.
+          refinement_passes: decoder passes after the first, each prompted with the previous pass's segments
+            (:mod:`masksam.model.refinement`; inference, generated prompts only).
         """
+        if refinement_passes and (denoising is not None or self.config.prompt_mode == "ground_truth"):
+            raise ValueError("refinement passes are for inference with generated prompts (no denoising queries)")
         batch, _, num_slices, height, width = volume.shape
         rgb = self.modality_adapter(volume)  # (B, 3, T, S, S)
         features = self.image_encoder(fold_depth(rgb))  # embedding (B*T, C, h, w)
         prompts = self.prompt_generator(features.embedding, features.levels, num_slices)
         prompt_boxes = self.prompt_boxes(prompts, boxes)  # (B, N, T, 4)
         mask_prompts = prompts.aux_mask_logits if self.uses_mask_prompts else None  # (B, N, T, S, S)
-        tokens = self.mask_decoder.classifier_tokens(prompts.class_tokens)  # (B, N, T, C)
+        query_tokens = self.mask_decoder.classifier_tokens(prompts.class_tokens)  # (B, N, T, C)
+        tokens = query_tokens
         if denoising is not None:
             prompt_boxes = torch.cat([prompt_boxes, denoising.boxes.to(prompt_boxes)], dim=1)  # (B, Q, T, 4)
             if mask_prompts is not None:
@@ -228,31 +235,15 @@ class MaskSAM(nn.Module):
                     noised = mask_prompts.new_full((batch, count, *mask_prompts.shape[2:]), -20.0)
                 mask_prompts = torch.cat([mask_prompts, noised.to(mask_prompts)], dim=1)  # (B, Q, T, S, S)
             tokens = torch.cat([tokens, self.denoising_tokens(tokens, denoising)], dim=1)  # (B, Q, T, C)
-        num_decoded = prompt_boxes.shape[1]  # Q = N (+ D)
+        class_logits, masks = self.decode(features.embedding, prompt_boxes, mask_prompts, tokens, (height, width))
 
-        image_size = self.config.image_size
-        if mask_prompts is not None:
-            flat = mask_prompts.reshape(-1, 1, image_size, image_size)  # (B*Q*T, 1, S, S)
-            mask_prompts = resize_bilinear(flat, self.prompt_encoder.mask_input_size)
-        sparse, _ = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size)  # (B*Q*T, 2, C)
-        decoded = self.mask_decoder(
-            features.embedding,
-            self.prompt_encoder.get_dense_pe(),
-            sparse,
-            self.dense_prompts(mask_prompts),
-            tokens.reshape(-1, tokens.shape[-1]),  # (B*Q*T, C)
-            num_decoded,
-        )
-        masks = resize_bilinear(decoded.mask_logits.unsqueeze(1), (height, width))  # (B*Q*T, 1, H, W)
-        masks = per_slice(masks.reshape(batch, num_decoded, num_slices, height, width))  # (G, Q, H, W)
-        class_logits = per_slice(decoded.class_logits.reshape(batch, num_decoded, num_slices, -1))  # (G, Q, K+1)
         aux_masks = prompts.aux_mask_logits
         if aux_masks.shape[-2:] != (height, width):
             aux_masks = F.interpolate(
                 aux_masks, size=(num_slices, height, width), mode="trilinear", align_corners=False
             )
         num_queries = self.config.num_queries
-        return MaskSamOutput(
+        output = MaskSamOutput(
             class_logits=class_logits[:, :num_queries],
             mask_logits=masks[:, :num_queries],
             aux_mask_logits=per_slice(aux_masks),
@@ -260,6 +251,85 @@ class MaskSAM(nn.Module):
             prompt_boxes=per_slice(prompt_boxes[:, :num_queries]),
             denoising_class_logits=class_logits[:, num_queries:] if denoising is not None else None,
             denoising_mask_logits=masks[:, num_queries:] if denoising is not None else None,
+        )
+        for _ in range(refinement_passes):
+            output = self.refine(output, features.embedding, query_tokens)
+        return output
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        prompt_boxes: torch.Tensor,
+        mask_prompts: torch.Tensor | None,
+        tokens: torch.Tensor,
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder pass of Q queries over encoded slices.
+
+        Arguments:
+          embedding: (B*T, C, h, w) image embeddings.
+          prompt_boxes: (B, Q, T, 4) normalised xyxy box prompts.
+          mask_prompts: (B, Q, T, S, S) mask-prompt logits, or None.
+          tokens: (B, Q, T, C) classifier tokens.
+          size: (H, W) of the patch.
+
+        Returns:
+          class logits (G, Q, K+1) and mask logits (G, Q, H, W), G = B*T slices.
+        """
+        batch, num_decoded, num_slices = prompt_boxes.shape[:3]
+        image_size = self.config.image_size
+        if mask_prompts is not None:
+            flat = mask_prompts.reshape(-1, 1, image_size, image_size)  # (B*Q*T, 1, S, S)
+            mask_prompts = resize_bilinear(flat, self.prompt_encoder.mask_input_size)
+        sparse, _ = self.prompt_encoder(boxes=prompt_boxes.reshape(-1, 4) * image_size)  # (B*Q*T, 2, C)
+        decoded = self.mask_decoder(
+            embedding,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            self.dense_prompts(mask_prompts),
+            tokens.reshape(-1, tokens.shape[-1]),  # (B*Q*T, C)
+            num_decoded,
+        )
+        masks = resize_bilinear(decoded.mask_logits.unsqueeze(1), size)  # (B*Q*T, 1, H, W)
+        masks = per_slice(masks.reshape(batch, num_decoded, num_slices, *size))  # (G, Q, H, W)
+        class_logits = per_slice(decoded.class_logits.reshape(batch, num_decoded, num_slices, -1))  # (G, Q, K+1)
+        return class_logits, masks
+
+    def refine(self, output: MaskSamOutput, embedding: torch.Tensor, tokens: torch.Tensor) -> MaskSamOutput:
+        """One more decoder pass, each query prompted with its previous segment (:mod:`masksam.model.refinement`).
+
+        Arguments:
+          output: the previous pass (no denoising queries).
+          embedding: (B*T, C, h, w) the image embeddings it decoded.
+          tokens: (B, N, T, C) the queries' classifier tokens.
+
+        Returns:
+          the output with the refined queries' class logits, masks and prompt boxes; a query whose segment was
+          empty keeps its previous ones.
+        """
+        num_slices = self.config.num_slices
+        segments = query_segments(
+            output.class_logits, output.mask_logits, include_background=self.config.include_background
+        )  # (G, N, H, W)
+        mask_size = self.config.image_size if self.uses_mask_prompts else None
+        boxes, masks, nonempty = segment_prompts(segments, mask_size)  # (G, N, 4), (G, N, S, S), (G, N)
+        prompts = DenoisingPrompts(
+            boxes=per_query(boxes, num_slices),  # (B, N, T, 4)
+            masks=None if masks is None else per_query(masks, num_slices),  # (B, N, T, S, S)
+            slots=torch.arange(boxes.shape[1]) if self.config.queries == "class_slots" else None,
+        )
+        class_logits, mask_logits = self.decode(
+            embedding,
+            prompts.boxes.to(output.prompt_boxes),
+            None if prompts.masks is None else prompts.masks.to(output.mask_logits),
+            self.denoising_tokens(tokens, prompts),  # the tokens the denoising queries were trained with
+            tuple(output.mask_logits.shape[-2:]),
+        )
+        return replace(
+            output,
+            class_logits=torch.where(nonempty[..., None], class_logits, output.class_logits),
+            mask_logits=torch.where(nonempty[..., None, None], mask_logits, output.mask_logits),
+            prompt_boxes=torch.where(nonempty[..., None], boxes.to(output.prompt_boxes), output.prompt_boxes),
         )
 
     @property

@@ -2,7 +2,7 @@
 
 Every class of a slice gets ``groups`` extra queries (one per group) prompted with its ground-truth box, each
 edge moved by up to ``box_jitter`` of the box's side (MedSAM's jitter), and, where the model uses mask prompts,
-with its ground-truth mask as logits ±``MASK_LOGIT`` with a share ``mask_flip`` of the pixels flipped. A class
+with its ground-truth mask as logits ±``MASK_PROMPT_LOGIT`` with a share ``mask_flip`` of the pixels flipped. A class
 absent from the slice gets a random decoy box instead, with an empty mask, and learns "no object". These
 queries are decoded beside the normal ones and trained directly against their segment and class (no
 matching), so the decoder's adapters and the class head learn from good prompts from the first step while the
@@ -18,9 +18,8 @@ import torch.nn.functional as F
 
 from masksam.data.targets import SliceTargets
 from masksam.model.masksam import DenoisingPrompts, per_query
+from masksam.model.refinement import MASK_PROMPT_LOGIT
 
-# Magnitude of the mask-prompt logits of a noised ground-truth mask (SAM's own mask inputs are logits).
-MASK_LOGIT = 4.0
 # Side range of the decoy boxes of absent classes, as a share of the image.
 DECOY_SIDE = (0.05, 0.5)
 
@@ -56,12 +55,12 @@ def decoy_boxes(shape: tuple[int, ...], generator: torch.Generator | None, devic
 def noised_mask_logits(
     masks: torch.Tensor, size: int, flip: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """(..., H, W) bool masks -> (..., size, size) logits ±MASK_LOGIT with a share ``flip`` of pixels flipped."""
+    """(..., H, W) bool masks -> (..., size, size) logits ±MASK_PROMPT_LOGIT with a share ``flip`` of pixels flipped."""
     lead = masks.shape[:-2]
     resized = F.interpolate(masks.reshape(-1, 1, *masks.shape[-2:]).float(), size=(size, size), mode="nearest")
     resized = resized.reshape(*lead, size, size) > 0.5
     flipped = torch.rand(resized.shape, generator=generator, device=masks.device) < flip
-    return torch.where(resized ^ flipped, MASK_LOGIT, -MASK_LOGIT)
+    return torch.where(resized ^ flipped, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT)
 
 
 def denoising_queries(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from masksam.data.targets import build_class_slot_targets
+from masksam.model.refinement import MASK_PROMPT_LOGIT
 from masksam.training.criterion import SetCriterion
 from masksam.training.denoising import (
-    MASK_LOGIT,
     DenoisingSettings,
     decoy_boxes,
     denoising_queries,
@@ -47,7 +47,7 @@ def test_noised_masks_flip_the_asked_share() -> None:
     masks = torch.zeros(4, 32, 32, dtype=torch.bool)
     masks[:, 8:24, 8:24] = True
     clean = noised_mask_logits(masks, 32, 0.0)
-    assert torch.equal(clean > 0, masks) and clean.abs().eq(MASK_LOGIT).all()
+    assert torch.equal(clean > 0, masks) and clean.abs().eq(MASK_PROMPT_LOGIT).all()
     noisy = noised_mask_logits(masks, 32, 0.1, torch.Generator().manual_seed(0))
     flipped = ((noisy > 0) != masks).float().mean()
     assert 0.07 < flipped < 0.13
