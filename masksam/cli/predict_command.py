@@ -138,6 +138,14 @@ def predict(
         None, "--backbone-checkpoint", help="Official SAM weights, if the recorded file is not on this machine."
     ),
     windows_per_batch: int = typer.Option(4, "--windows-per-batch", min=1, help="Windows per forward pass."),
+    refine: int = typer.Option(
+        None,
+        "--refine",
+        min=0,
+        help="Extra decoder passes, each prompted with the previous pass's segments (box and mask) as the "
+        "denoising queries were in training; the image is encoded once. Default: 1 for generated-prompt models "
+        "trained with denoising queries (the default), else 0.",
+    ),
     threads: int = typer.Option(
         None, "--threads", min=1, help="CPU threads (default: 1 or every core, whichever a quick probe finds faster)."
     ),
@@ -193,6 +201,7 @@ def predict(
         mirror_depth=mirror_depth,
         windows_per_batch=windows_per_batch,
         amp=amp,
+        refinement_passes=refine,
     )
     if predictor.needs_prompt_labels and prompt_labels_dir is None:
         raise ConfigError(
@@ -223,7 +232,8 @@ def predict(
     prompts = "" if prompt_labels_dir is None else f", box prompts from {prompt_labels_dir}"
     print(
         f"predicting {len(cases)} case(s) with {len(paths)} fold(s) on {predictor.device} ({predictor.precision.name})"
-        f"{'' if no_tta else ', mirroring TTA'}{prompts}: {input_dir} -> {output_dir}",
+        f"{'' if no_tta else ', mirroring TTA'}{refinement_note(predictor.refinement_passes)}{prompts}: "
+        f"{input_dir} -> {output_dir}",
         file=sys.stderr,
     )
     failed = []
@@ -268,3 +278,12 @@ def predict(
     if failed:
         names = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
         raise MaskSamError(f"{len(failed)} of {len(cases)} case(s) failed ({names}); see the errors above")
+
+
+def refinement_note(passes_per_fold: list[int]) -> str:
+    """The progress line's note on refinement passes (e.g. ", 1 refinement pass"); "" without any."""
+    if not any(passes_per_fold):
+        return ""
+    if len(set(passes_per_fold)) == 1:
+        return f", {passes_per_fold[0]} refinement pass{'es' if passes_per_fold[0] > 1 else ''}"
+    return f", refinement passes per fold {'/'.join(map(str, passes_per_fold))}"

@@ -240,6 +240,11 @@ def select_checkpoints(
     return paths, warnings
 
 
+def default_refinement_passes(trained: object) -> int:
+    """A fold's refinement passes when none are asked for: a MaskSAM checkpoint's default, 0 for other models."""
+    return trained.default_refinement_passes if isinstance(trained, TrainedModel) else 0
+
+
 def uses_prompt_labels(model: torch.nn.Module) -> bool:
     """Whether a model takes its box prompts from reference labels (``config.prompt_mode == "ground_truth"``)."""
     return getattr(getattr(model, "config", None), "prompt_mode", "generated") == "ground_truth"
@@ -326,6 +331,7 @@ class Predictor:
         mirror_depth: bool = False,
         windows_per_batch: int = 4,
         amp: str = "auto",
+        refinement_passes: int | None = None,
     ) -> None:
         """
         Args:
@@ -337,6 +343,10 @@ class Predictor:
             windows_per_batch: Windows per forward pass.
             amp: Autocast of the forward passes, as training's ``--amp``: ``auto`` (bf16 on GPUs of compute
                 capability 8.0 or newer, fp16 on older ones, float32 on the CPU), ``bf16``, ``fp16`` or ``off``.
+            refinement_passes: Extra decoder passes of generated-prompt models, each prompted with the previous
+                pass's segments (:mod:`masksam.model.refinement`); ground-truth prompt models ignore it. None:
+                each model's default (``TrainedModel.default_refinement_passes``: 1 when it was trained with
+                denoising queries).
 
         Raises:
             CheckpointError: No models, or folds trained with different plans or model settings.
@@ -351,6 +361,12 @@ class Predictor:
             raise ConfigError(f"step {step} must be in (0, 1] (0.5: windows overlap by half)")
         if windows_per_batch < 1:
             raise ConfigError(f"windows per batch must be at least 1, got {windows_per_batch}")
+        if refinement_passes is not None and refinement_passes < 0:
+            raise ConfigError(f"refinement passes must be 0 or more, got {refinement_passes}")
+        self.refinement_passes = [
+            refinement_passes if refinement_passes is not None else default_refinement_passes(trained)
+            for trained in models
+        ]  # per fold
         self.device = resolve_device(device)
         self.precision = resolve_precision(amp, self.device)
         configure_cuda_kernels(self.device)
@@ -456,10 +472,13 @@ class Predictor:
         """
         batch, _, num_slices, height, width = patches.shape
         total = None
-        for model in self.models:
+        for model, passes in zip(self.models, self.refinement_passes, strict=True):
             targets = self.window_targets(model, prompt_labels)
             with self.precision.autocast():
-                output = model(patches) if targets is None else model(patches, targets.boxes)
+                if targets is None:  # (models without refinement need not take the argument)
+                    output = model(patches, refinement_passes=passes) if passes else model(patches)
+                else:
+                    output = model(patches, targets.boxes)
             scores = query_scores(
                 output, targets, num_classes=self.num_classes, include_background=self.include_background
             )  # (B*T, K, H, W), float32

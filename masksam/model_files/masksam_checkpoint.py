@@ -151,6 +151,16 @@ class TrainedModel:
     payload: dict[str, Any]
     path: Path
 
+    @property
+    def default_refinement_passes(self) -> int:
+        """Refinement passes its predictions get by default (:mod:`masksam.model.refinement`): 1 for a
+        generated-prompt model trained with denoising queries (its decoder learnt clean box and mask prompts of
+        each segment), 0 otherwise."""
+        if self.model.config.prompt_mode != "generated":
+            return 0
+        training = self.payload.get("training_config") or {}
+        return 1 if training.get("denoising_groups", 0) > 0 else 0
+
 
 def load_trained_model(
     path: str | Path, *, device: str | torch.device = "cpu", backbone_checkpoint: str | Path | None = None

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 from inference.builders import (
+    TINY_PATCH,
     make_plans,
     replace_plans,
     save_tiny_checkpoint,
     stub_model,
     synthetic_image,
+    tiny_config,
     write_case,
 )
 
@@ -22,6 +24,8 @@ from masksam.data.preprocessing import preprocess_arrays, restore_original_geome
 from masksam.errors import CheckpointError, DatasetError
 from masksam.inference.predictor import Predictor, label_like_values, select_checkpoints
 from masksam.inference.semantic import semantic_scores
+from masksam.model.masksam import build_masksam
+from masksam.model_files import TrainedModel
 from masksam.training.checkpoint import load_trained_model
 
 LABEL_FIELDS = {"datatype", "bitpix", "scl_slope", "scl_inter", "cal_min", "cal_max"}
@@ -307,6 +311,37 @@ def test_loaded_folds_predict_like_the_models_they_saved(tmp_path: Path) -> None
         ]
     torch.testing.assert_close(ensemble, (singles[0] + singles[1]) / 2)
     assert not torch.allclose(singles[0], singles[1])  # the folds differ, so the average is a real test
+
+
+@pytest.mark.parametrize(
+    ("prompt_mode", "training_config", "asked", "expected"),
+    [
+        pytest.param("generated", {"denoising_groups": 1}, None, 1, id="trained-with-denoising"),
+        pytest.param("generated", {"denoising_groups": 0}, None, 0, id="trained-without-denoising"),
+        pytest.param("generated", None, None, 0, id="training-settings-unknown"),
+        pytest.param("ground_truth", {"denoising_groups": 1}, None, 0, id="ground-truth-prompts"),
+        pytest.param("generated", {"denoising_groups": 1}, 0, 0, id="asked-for-none"),
+        pytest.param("generated", {"denoising_groups": 0}, 2, 2, id="asked-for-two"),
+    ],
+)
+def test_refinement_passes_follow_the_training_unless_asked(prompt_mode, training_config, asked, expected) -> None:
+    """A model whose decoder learnt clean segment prompts (denoising queries) is refined once by default, and the
+    forward pass of every window gets the passes."""
+    plans = make_plans()
+    model = build_masksam(tiny_config(plans, prompt_mode=prompt_mode)).eval()
+    payload = {} if training_config is None else {"training_config": training_config}
+    predictor = Predictor([TrainedModel(model, plans, payload, Path("m"))], tta=False, refinement_passes=asked)
+    assert predictor.refinement_passes == [expected]
+    if prompt_mode == "ground_truth":
+        return
+    passes_seen = []
+    forward = model.forward
+    model.forward = lambda *args, **kwargs: (
+        passes_seen.append(kwargs.get("refinement_passes", 0)) or forward(*args, **kwargs)
+    )
+    with torch.inference_mode():
+        predictor.score_patches(torch.randn(1, 1, *TINY_PATCH))
+    assert passes_seen == [expected]
 
 
 # ------------------------------------------------------------------------------------------------ errors
