@@ -19,17 +19,19 @@ cases):
 
 Every step is a ``masksam`` command or library call whose command line is logged; a row already finished in
 ``--output`` is reused only when everything its result depends on matches (``row_key``: fold, evaluation cases, TTA,
-seed and budget; ``--force`` deletes and redoes it), and an interrupted row continues where it stopped (training from
-its latest checkpoint within what is left of its budget, prediction from the first missing case); a model trained
-under another budget or seed is refused, not reused. Each fold keeps its own evaluation links
-(``eval/fold_F/imagesValN``) and each fold and TTA setting its own predictions (``ROW/predictions_foldF[_tta]``), so
-two folds or TTA settings in one ``--output`` never mix. Prints a Markdown table and writes ``results.json``.
+refinement passes, seed and budget; ``--force`` deletes and redoes it), and an interrupted row continues where it
+stopped (training from its latest checkpoint within what is left of its budget, prediction from the first missing
+case); a model trained under another budget or seed is refused, not reused. Each fold keeps its own evaluation links
+(``eval/fold_F/imagesValN``) and each fold, TTA and refinement setting its own predictions
+(``ROW/predictions_foldF[_tta][_refineN]``), so two folds or settings in one ``--output`` never mix.
+Prints a Markdown table and writes ``results.json``.
 
 Usage::
 
     python benchmarks/acdc_experiment.py [--dataset ../shared/data/Dataset027_ACDC] [--output acdc_experiment]
         [--minutes 45] [--rows masksam_lite_medsam masksam_tiny ...] [--fold 0]
-        [--eval-images DIR --eval-labels DIR | --eval-cases N] [--tta] [--device auto] [--num-workers 1] [--force]
+        [--eval-images DIR --eval-labels DIR | --eval-cases N] [--tta] [--refine N] [--device auto]
+        [--num-workers 1] [--force]
 """
 
 from __future__ import annotations
@@ -206,7 +208,22 @@ def row_budget(row: str, minutes: float) -> float | None:
     return None if row == "litemedsam_gt_boxes" else minutes
 
 
-def row_key(row: str, *, fold: int, case_ids: list[str], tta: bool, seed: int, minutes: float) -> dict:
+# Rows predicted from generated prompts, by models trained with denoising queries (masksam train's default):
+# ``masksam predict`` gives them DEFAULT_REFINEMENT refinement passes unless ``--refine`` says otherwise.
+REFINED_ROWS = ("masksam_lite_medsam", "masksam_tiny")
+DEFAULT_REFINEMENT = 1
+
+
+def row_refinement(row: str, refine: int | None) -> int | None:
+    """The refinement passes a row is predicted with (None: the row has none to choose)."""
+    if row not in REFINED_ROWS:
+        return None
+    return DEFAULT_REFINEMENT if refine is None else refine
+
+
+def row_key(
+    row: str, *, fold: int, case_ids: list[str], tta: bool, seed: int, minutes: float, refine: int | None = None
+) -> dict:
     """Everything a row's result depends on; a stored row is reused only when all of it matches.
 
     The ground-truth-box row is neither trained (no seed, no budget) nor mirrored (no TTA).
@@ -218,6 +235,7 @@ def row_key(row: str, *, fold: int, case_ids: list[str], tta: bool, seed: int, m
         "tta": None if untrained else tta,
         "seed": None if untrained else seed,
         "budget_minutes": row_budget(row, minutes),
+        "refine": row_refinement(row, refine),
     }
 
 
@@ -238,6 +256,7 @@ def upgrade_stored_rows(stored: dict, plans_dir: Path) -> None:
         entry.setdefault("fold", stored.get("fold", header_args.fold))
         entry.setdefault("tta", None if untrained else header_args.tta)
         entry.setdefault("seed", None if untrained else header_args.seed)
+        entry.setdefault("refine", 0 if entry["row"] in REFINED_ROWS else None)  # rows before refinement existed
         if "eval_case_ids" not in entry and default_set and (plans_dir / "splits_final.json").is_file():
             entry["eval_case_ids"] = validation_case_ids(plans_dir, entry["fold"], entry["eval_cases"])
 
@@ -263,10 +282,12 @@ def check_training(model_dir: Path, fold: int, minutes: float, seed: int) -> Non
             return
 
 
-def predictions_folder(model_dir: Path, fold: int, tta: bool) -> Path:
-    """Where a row's model of ``fold`` writes its label maps: one folder per fold and TTA setting, so
-    predictions of another fold's model or made without TTA are never taken for these."""
-    return model_dir / f"predictions_fold{fold}{'_tta' if tta else ''}"
+def predictions_folder(model_dir: Path, fold: int, tta: bool, refine: int | None = None) -> Path:
+    """Where a row's model of ``fold`` writes its label maps: one folder per fold, TTA and refinement setting,
+    so predictions of another fold's model, or made without TTA or with other refinement passes, are never taken
+    for these."""
+    refined = f"_refine{refine}" if refine else ""
+    return model_dir / f"predictions_fold{fold}{'_tta' if tta else ''}{refined}"
 
 
 def missing_predictions(predictions: Path, labels: Path) -> bool:
@@ -291,9 +312,11 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
         run(masksam(*train, *(["--continue"] if resume else [])), log, commands)
     trained = time.monotonic()
-    predictions = predictions_folder(model_dir, args.fold, args.tta)
+    refine = row_refinement(row, args.refine)
+    predictions = predictions_folder(model_dir, args.fold, args.tta, refine)
     predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
     predict += ["--continue", "--device", args.device] + ([] if args.tta else ["--no-tta"])
+    predict += [] if refine is None else ["--refine", str(refine)]
     if ground_truth:
         predict += ["--prompt-labels", str(labels)]
     if missing_predictions(predictions, labels):
@@ -419,6 +442,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-labels", type=Path, help="their labels")
     parser.add_argument("--eval-cases", type=int, help="only the first N validation cases (default: all)")
     parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower)")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        help=f"refinement passes of the automatic MaskSAM rows (default: masksam predict's, {DEFAULT_REFINEMENT})",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when one is visible)")
     parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes of the trained rows")
@@ -450,7 +478,15 @@ def main() -> None:
     upgrade_stored_rows(stored, plans_dir)
     case_ids = sorted(path.name.removesuffix(".nii.gz") for path in labels.glob("*.nii.gz"))
     keys = {
-        row: row_key(row, fold=args.fold, case_ids=case_ids, tta=args.tta, seed=args.seed, minutes=args.minutes)
+        row: row_key(
+            row,
+            fold=args.fold,
+            case_ids=case_ids,
+            tta=args.tta,
+            seed=args.seed,
+            minutes=args.minutes,
+            refine=args.refine,
+        )
         for row in ROWS
     }
     for row in args.rows:
@@ -470,7 +506,7 @@ def main() -> None:
         done[row] = asdict(result) | {"eval_cases": len(case_ids)} | keys[row]
         results_file.write_text(json.dumps(_header(args, images, labels) | {"rows": done}, indent=2))
     current = [row for row in ROWS if row in done and is_current(done[row], keys[row])]
-    stored_only = {"eval_cases", "fold", "eval_case_ids", "tta", "seed", "budget_minutes"}  # not RowResult's
+    stored_only = {"eval_cases", "fold", "eval_case_ids", "tta", "seed", "budget_minutes", "refine"}  # not RowResult's
     results = [RowResult(**{k: v for k, v in done[row].items() if k not in stored_only}) for row in current]
     print(f"\nACDC, fold {args.fold}, {len(case_ids)} evaluation cases, budget {args.minutes:g} min")
     print(table(results))

@@ -74,8 +74,8 @@ KEY = {"fold": 0, "case_ids": ["a", "b"], "tta": False, "seed": 0, "minutes": 45
 
 @pytest.mark.parametrize(
     "change",
-    [{"fold": 1}, {"case_ids": ["a", "c"]}, {"tta": True}, {"seed": 1}, {"minutes": 30.0}],
-    ids=["fold", "cases", "tta", "seed", "budget"],
+    [{"fold": 1}, {"case_ids": ["a", "c"]}, {"tta": True}, {"seed": 1}, {"minutes": 30.0}, {"refine": 0}],
+    ids=["fold", "cases", "tta", "seed", "budget", "refinement"],
 )
 def test_a_stored_row_is_reused_only_when_its_whole_key_matches(experiment, change: dict) -> None:
     stored = {"row": "masksam_tiny", "mean_dice": 0.5} | experiment.row_key("masksam_tiny", **KEY)
@@ -85,14 +85,21 @@ def test_a_stored_row_is_reused_only_when_its_whole_key_matches(experiment, chan
 
 def test_the_untrained_box_row_depends_on_fold_and_cases_only(experiment) -> None:
     stored = experiment.row_key("litemedsam_gt_boxes", **KEY)
-    for change in ({"tta": True}, {"seed": 3}, {"minutes": 5.0}):
+    for change in ({"tta": True}, {"seed": 3}, {"minutes": 5.0}, {"refine": 2}):
         assert experiment.is_current(stored, experiment.row_key("litemedsam_gt_boxes", **(KEY | change)))
     assert not experiment.is_current(stored, experiment.row_key("litemedsam_gt_boxes", **(KEY | {"fold": 2})))
 
 
-def test_predictions_are_kept_apart_per_fold_and_tta(experiment, tmp_path: Path) -> None:
-    folders = {experiment.predictions_folder(tmp_path, fold, tta) for fold in (0, 1) for tta in (False, True)}
-    assert len(folders) == 4
+def test_predictions_are_kept_apart_per_fold_tta_and_refinement(experiment, tmp_path: Path) -> None:
+    folders = {
+        experiment.predictions_folder(tmp_path, fold, tta, refine)
+        for fold in (0, 1)
+        for tta in (False, True)
+        for refine in (None, 1, 2)
+    }
+    assert len(folders) == 12
+    # No passes (None or 0) is the folder of the rows predicted before refinement existed.
+    assert experiment.predictions_folder(tmp_path, 0, False, 0) == experiment.predictions_folder(tmp_path, 0, False)
 
 
 def test_a_model_trained_with_another_seed_or_budget_is_refused(experiment, tmp_path: Path) -> None:
@@ -171,6 +178,8 @@ def test_rows_stored_before_the_key_take_it_from_the_header(experiment, tmp_path
     }
     experiment.upgrade_stored_rows(stored, plans_dir)
     entry = stored["rows"]["masksam_lite_medsam"]
-    key = {"fold": 1, "case_ids": ["p3_f1", "p3_f2"], "tta": False, "seed": 0, "minutes": 45.0}
+    key = {"fold": 1, "case_ids": ["p3_f1", "p3_f2"], "tta": False, "seed": 0, "minutes": 45.0, "refine": 0}
     assert experiment.is_current(entry, experiment.row_key("masksam_lite_medsam", **key))
     assert not experiment.is_current(entry, experiment.row_key("masksam_lite_medsam", **(key | {"tta": True})))
+    # Predicted before refinement passes existed: not the row today's default (one pass) would give.
+    assert not experiment.is_current(entry, experiment.row_key("masksam_lite_medsam", **(key | {"refine": None})))
