@@ -22,8 +22,6 @@ def dataset_of(ctx: typer.Context, dataset_dir: Path | None, dataset_id: str | N
         typer.BadParameter: Neither or both given (a usage error).
         DatasetError: What they name is no dataset folder (see ``locations.resolve_dataset``).
     """
-    from masksam.data.locations import resolve_dataset
-
     if (dataset_dir is None) == (dataset_id is None):
         given = "both DATASET_DIR and -d" if dataset_dir is not None else "neither DATASET_DIR nor -d"
         raise typer.BadParameter(
@@ -31,4 +29,6 @@ def dataset_of(ctx: typer.Context, dataset_dir: Path | None, dataset_id: str | N
             ctx=ctx,
             param_hint="DATASET_DIR / -d",
         )
+    from masksam.data.locations import resolve_dataset  # after the usage check: it imports torch (seconds)
+
     return resolve_dataset(dataset_dir if dataset_id is None else dataset_id)

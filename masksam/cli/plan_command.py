@@ -38,11 +38,11 @@ def plan(
     ),
 ) -> None:
     """Check a dataset, write plans.json + splits_final.json, and cache preprocessed cases."""
+    dataset_dir = dataset_of(ctx, dataset_dir, dataset_id)  # first: a usage error should not wait for imports
     from masksam.data.locations import default_plans_dir
     from masksam.data.pipeline import plan_and_preprocess
     from masksam.data.validation import DatasetValidationError
 
-    dataset_dir = dataset_of(ctx, dataset_dir, dataset_id)
     output = output or default_plans_dir(dataset_dir)
     try:
         result = plan_and_preprocess(

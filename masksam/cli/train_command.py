@@ -117,6 +117,8 @@ def train(
 ) -> None:
     """Train MaskSAM on one fold; writes checkpoints, config.yaml, metrics.csv, progress.png and training_log.txt."""
     options = dict(locals())  # the parameters, given or defaulted (before any other local name exists)
+    # The dataset first: a usage error should not wait for torch and the trainer to import.
+    dataset_dir = options["dataset_dir"] = dataset_of(ctx, dataset_dir, dataset_id)  # the folder, also to resume with
     from masksam.data.loader import read_split
     from masksam.data.locations import training_plans_dir
     from masksam.data.plans import Plans
@@ -130,7 +132,6 @@ def train(
     if resume and config_file is not None:
         raise ConfigError(f"{config_file}: --config starts a new run; --continue takes the run's own settings")
     run_file = read_run_settings(config_file) if config_file is not None else {"model": {}, "training": {}}
-    dataset_dir = options["dataset_dir"] = dataset_of(ctx, dataset_dir, dataset_id)  # the folder, also to resume with
 
     def given(parameter: str) -> bool:
         # By name: typer may run its own vendored copy of click, whose ParameterSource is another enum.
