@@ -169,6 +169,7 @@ def test_nnunet_2d_batch_size(num_cases, memory_gb, batch):
     assert nnunet_2d_batch_size(config, voxels, gpu_memory_gb=memory_gb) == batch
 
 
+@pytest.mark.slow
 def test_feature_map_elements_count_the_networks_convolution_outputs():
     config = tiny_config_2d(deep_supervision=False)
     network = UNet(config).eval()

@@ -41,6 +41,7 @@ def test_a_missing_folder_is_one_line_naming_the_option(tmp_path, arguments, fra
     assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_only_the_predicted_cases_are_planned_and_nothing_is_preprocessed(bench, tmp_path):
     dataset = make_dataset(tmp_path / "Dataset001_X", num_cases=5, shape=(16, 14, 4))
     plans = bench.plans_folder(dataset, ["case_001", "case_003"], None, tmp_path / "scratch")

@@ -104,6 +104,7 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in state  # a zombie has exited
 
 
+@pytest.mark.slow
 def test_a_step_over_its_limit_is_killed_with_its_children(gpu_check, tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "KILL_GRACE_SECONDS", 2)
     code = (

@@ -115,6 +115,7 @@ def nnunet_folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @needs_script
+@pytest.mark.slow
 def test_in_nnunets_order_nothing_is_written_into_the_references(nnunet_folders) -> None:
     predictions, references = nnunet_folders
     before = sorted(path.name for path in references.iterdir())
@@ -129,6 +130,7 @@ def test_in_nnunets_order_nothing_is_written_into_the_references(nnunet_folders)
 
 
 @needs_script
+@pytest.mark.slow
 def test_json_into_the_reference_folder_is_refused(nnunet_folders) -> None:
     predictions, references = nnunet_folders
     result = run_masksam("evaluate", predictions, references, "-j", "0", "--json", references / "summary.json")

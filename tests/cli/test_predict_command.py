@@ -127,6 +127,7 @@ def test_allow_unfinished_takes_the_latest_checkpoint_with_a_warning(tmp_path: P
 
 
 @needs_script
+@pytest.mark.slow
 def test_default_ensemble_refuses_an_unfinished_fold(tmp_path: Path, model_dir: Path) -> None:
     write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
     result = run_masksam("predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_dir))
@@ -140,6 +141,7 @@ def test_default_ensemble_refuses_an_unfinished_fold(tmp_path: Path, model_dir: 
 
 
 @needs_script
+@pytest.mark.slow
 def test_a_fold_folder_as_model_folder_gets_the_right_options(tmp_path: Path, model_dir: Path) -> None:
     write_case(tmp_path / "in", "case", [synthetic_image((40, 36, 8))], oblique())
     fold = model_dir / "fold_0"
@@ -359,6 +361,7 @@ def test_help() -> None:
     assert "--prompt-labels" in result.output
 
 
+@pytest.mark.slow
 def test_console_script_prints_one_line_and_exits_1(tmp_path: Path, model_dir: Path) -> None:
     """Through ``masksam.cli.main`` (registering the command here if the CLI does not have it yet)."""
     import subprocess

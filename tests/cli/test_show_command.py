@@ -63,6 +63,7 @@ def test_overlays_only_with_automatic_axis_and_slices(dataset, tmp_path):
     assert not (tmp_path / "case_prompts.png").exists()
 
 
+@pytest.mark.slow
 def test_model_adds_the_prompt_picture_and_uses_its_slice_axis(dataset, tmp_path):
     output = tmp_path / "out" / "case.png"
     result = invoke(dataset["image"], "-l", dataset["label"], "-m", dataset["model"], "--slices", "2,5,6", "-o", output)

@@ -62,6 +62,7 @@ def test_an_id_without_nnunet_raw_is_one_line(tmp_path, monkeypatch, capsys) -> 
     assert not (tmp_path / "masksam_preprocessed").exists()
 
 
+@pytest.mark.slow
 def test_train_after_plan_reuses_its_cache(dataset, tmp_path, monkeypatch, capsys) -> None:
     shared = tmp_path / "preprocessed"
     monkeypatch.setenv("MASKSAM_PREPROCESSED", str(shared))

@@ -164,6 +164,7 @@ def test_each_query_takes_the_class_of_its_prompt() -> None:
 
 
 @pytest.mark.parametrize("mirror_depth", [False, True], ids=["in-plane", "with-depth"])
+@pytest.mark.slow
 def test_tta_mirrors_boxes_with_the_image(mirror_depth: bool) -> None:
     """TTA equals a manual average over mirrored copies of image and labels; the mirrored boxes are mirrored."""
     plans = make_plans()

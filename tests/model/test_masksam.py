@@ -33,8 +33,11 @@ def shapes(output) -> dict[str, tuple[int, ...]]:
     return {name: tuple(getattr(output, name).shape) for name in fields}
 
 
+# Building ViT-L/H takes 1.5-2.5 s even on the meta device: they run with the slow tests (ViT-B stays fast).
 CASES = [
-    pytest.param(name, size, id=f"{name}-{size}") for name, spec in BACKBONES.items() for size in spec.supported_sizes
+    pytest.param(name, size, id=f"{name}-{size}", marks=[pytest.mark.slow] if name in ("vit_l", "vit_h") else [])
+    for name, spec in BACKBONES.items()
+    for size in spec.supported_sizes
 ]
 
 

@@ -37,6 +37,7 @@ def under(names: set[str], *packages: str) -> list[str]:
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_layer_imports_nothing_above_it(module: str, forbidden: tuple[str, ...]) -> None:
     imported = modules_imported_by(module)
     assert module in imported

@@ -131,6 +131,7 @@ def test_a_backbone_file_with_another_sha256_is_refused(tmp_path: Path, given: s
     )
 
 
+@pytest.mark.slow
 def test_a_replaced_recorded_file_gives_way_to_the_right_weights_in_the_cache(tmp_path: Path, monkeypatch) -> None:
     weights = official_weights("tiny", tmp_path / "weights" / "tiny.pth", seed=1)
     checkpoint = tmp_path / "model" / "checkpoint_final.pt"

@@ -57,6 +57,7 @@ def test_missing_package_is_a_one_line_config_error(tmp_path: Path, monkeypatch)
     assert not (tmp_path / "tb").exists()
 
 
+@pytest.mark.slow
 def test_trainer_logs_every_epoch_to_tensorboard(planned_dataset, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     trainer = make_trainer(planned_dataset, tmp_path / "model", replace(FAST, tensorboard=True))

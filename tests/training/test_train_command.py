@@ -61,6 +61,7 @@ def test_train_validate_and_continue(planned_dataset, tmp_path):
     assert payload["epoch"] == 2 and [r["epoch"] for r in payload["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_train_refuses_a_backbone_without_weights(planned_dataset, tmp_path):
     raw, plans_dir = planned_dataset
     result = masksam(
@@ -96,6 +97,7 @@ def test_help_shows_the_tensorboard_extra_and_fold_all() -> None:
 
 
 @needs_script
+@pytest.mark.slow
 def test_a_refused_fold_leaves_no_fold_folder(planned_dataset, tmp_path) -> None:
     raw, plans_dir = planned_dataset
     output = tmp_path / "model"

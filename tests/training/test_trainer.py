@@ -72,6 +72,7 @@ def trainable_state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return ckpt.split_state(trainer.model)[0]
 
 
+@pytest.mark.slow
 def test_fit_writes_checkpoints_logs_and_pictures(planned_dataset, tmp_path):
     trainer = make_trainer(planned_dataset, tmp_path / "model")
     state = trainer.fit()
@@ -91,6 +92,7 @@ def test_fit_writes_checkpoints_logs_and_pictures(planned_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("machine_gb", [1e-9, 1e6], ids=["peak-past-the-limit", "roomy-machine"])
+@pytest.mark.slow
 def test_freed_memory_goes_back_once_the_peak_nears_the_machine(planned_dataset, tmp_path, machine_gb: float):
     # A batch-2 LiteMedSAM step with kept freed blocks peaks at 16.4 GB of a 24 GB machine: the trainer must
     # hand them back (once, and say so) when its peak passes half the memory, and train on.
@@ -103,6 +105,7 @@ def test_freed_memory_goes_back_once_the_peak_nears_the_machine(planned_dataset,
     assert trainer.memory_guard.returned == bool(expected)
 
 
+@pytest.mark.slow
 def test_free_memory_goes_back_before_each_epochs_workers_start(planned_dataset, tmp_path, monkeypatch):
     # Workers are forked when an epoch's loader starts; a trainer resident at 13.5 GB of freed activations
     # forked a worker that doubled it by copy-on-write, and the kernel killed the run at its second epoch.
@@ -182,6 +185,7 @@ def test_resume_is_exact(planned_dataset, tmp_path):
     assert strip == [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in straight.state.history]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_model(planned_dataset, tmp_path):
     make_trainer(planned_dataset, tmp_path / "model", queries="matched").fit(stop_after_epochs=1)
     other = make_trainer(planned_dataset, tmp_path / "model", num_queries=5)
@@ -206,6 +210,7 @@ def test_load_refuses_foreign_and_truncated_files(tmp_path):
         ckpt.read_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_a_few_steps_overfit_one_batch(planned_dataset):
     config = replace(FAST, epochs=1, iterations_per_epoch=1000, learning_rate=1e-2)
     trainer = make_trainer(planned_dataset, Path("unused"), config, num_queries=4)
@@ -419,6 +424,7 @@ def on_fake_clock(trainer: Trainer, clock: FakeClock, monkeypatch) -> Trainer:
 BUDGETED = replace(FAST, epochs=3, iterations_per_epoch=100, time_budget_minutes=0.2, validation_patches=2, threads=1)
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_ends_within_its_budget_at_learning_rate_zero(planned_dataset, tmp_path, monkeypatch):
     """1 s steps and 0.5 s validations in 12 s: the fitted schedule is trained to its end (the poly schedule
     reaches 0, which is what a budget-cut run would miss) and the run ends inside its budget."""
@@ -435,6 +441,7 @@ def test_a_budgeted_run_ends_within_its_budget_at_learning_rate_zero(planned_dat
     assert "time budget used up" not in (trainer.fold_dir / "training_log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_gets_what_is_left_of_its_budget(planned_dataset, tmp_path, monkeypatch):
     """Interrupted after its first epoch (3.5 s of 12), resumed on a busier machine (2 s steps): the second part
     may use the 8.5 s left, not a fresh 12 s, so the run's training time stays within its budget."""
@@ -457,6 +464,7 @@ def test_a_resumed_run_gets_what_is_left_of_its_budget(planned_dataset, tmp_path
     assert ckpt.read_checkpoint(second.fold_dir / "checkpoint_final.pt")["training_seconds"] == pytest.approx(8.0)
 
 
+@pytest.mark.slow
 def test_a_run_whose_budget_is_spent_trains_no_epoch_on_continue(planned_dataset, tmp_path, monkeypatch):
     """Steps slowed from 1 s to 4 s after the schedule was fitted: the budget stops the run after epoch 2 of 3
     (3.5 + 8.5 s of 12). Continued under the same budget, it trains nothing more; without one, it finishes."""
@@ -480,6 +488,7 @@ def test_a_run_whose_budget_is_spent_trains_no_epoch_on_continue(planned_dataset
     assert state.epoch == state.schedule.epochs == 3 and state.history[-1]["lr"] == 0.0
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_training_seconds_counts_its_epochs(planned_dataset, tmp_path, monkeypatch):
     first = make_trainer(planned_dataset, tmp_path / "model", BUDGETED, num_queries=4)
     on_fake_clock(first, FakeClock(), monkeypatch)
@@ -510,6 +519,7 @@ def test_time_budget_schedule_ends_with_the_run(planned_dataset, tmp_path):
     assert all(lr > 0 for lr in learning_rates[:-1]), learning_rates  # no epoch trained at lr 0
 
 
+@pytest.mark.slow
 def test_the_first_epoch_bar_counts_the_epochs_the_budget_fits(planned_dataset, tmp_path, capsys):
     config = replace(FAST, epochs=100, iterations_per_epoch=5, time_budget_minutes=0.05, validation_patches=1)
     trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
@@ -570,6 +580,7 @@ def test_a_skipped_step_is_left_out_of_the_epochs_mean_loss(planned_dataset, tmp
     assert trainer._epoch_train_terms == {"total": 1.5}
 
 
+@pytest.mark.slow
 def test_a_bf16_or_cpu_checkpoint_resumes_in_fp16_and_back(planned_dataset, tmp_path, monkeypatch):
     """``--amp auto`` is fp32 on a CPU and bf16 on an A100 (the scaler's state is empty), fp16 on a V100."""
     config = replace(FAST, epochs=3)
@@ -586,6 +597,7 @@ def test_a_bf16_or_cpu_checkpoint_resumes_in_fp16_and_back(planned_dataset, tmp_
     assert back.fit(resume=True).epoch == 3 and not back.scaler.is_enabled()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_an_8_gpu_node_resumes_on_fewer_gpus(planned_dataset, tmp_path, monkeypatch):
     first = make_trainer(planned_dataset, tmp_path / "model")
     first.fit(stop_after_epochs=1)
