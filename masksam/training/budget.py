@@ -64,3 +64,48 @@ def fit_to_budget(
     # Validation alone eats the budget at min_epochs: fewer epochs of one step each.
     epochs_of_one_step = math.floor(budget_seconds / (step_seconds + validation_seconds))
     return Schedule(epochs=max(1, min(epochs, epochs_of_one_step)), iterations_per_epoch=1)
+
+
+def extended_epochs(
+    *,
+    schedule: Schedule,
+    epochs_done: int,
+    max_epochs: int,
+    seconds_left: float,
+    last_epoch_seconds: float,
+    steps_done: int,
+    total_steps: int,
+    pause_share: float = 0.0,
+) -> int:
+    """Epochs a budgeted run can do now that it has timed whole epochs (at least ``schedule.epochs``).
+
+    The schedule was fitted from the first steps' times, which carry the warm-up costs of a fresh process, so a run
+    can end with minutes of its budget unused. Once an epoch other than the first has run with the costs of the
+    rest of the run, its time says how many more fit: the same rule as the one that stops a run (an epoch is only
+    started if it ends before the deadline at the last epoch's time).
+
+    Args:
+        schedule: The fitted schedule.
+        epochs_done: Epochs finished.
+        max_epochs: The epochs the user asked for (never more).
+        seconds_left: Time to the deadline.
+        last_epoch_seconds: Time of the epoch just finished (steps and validation).
+        steps_done: Optimiser steps taken; total_steps: the poly schedule's length.
+        pause_share: Share of the schedule's steps with the encoder adapters paused (``encoder_adapters_from``,
+            0 or 1 for no pause phase).
+
+    Returns:
+        The number of epochs for the whole run; ``schedule.epochs`` when no extension applies: during the first
+        epoch, while the last epoch ran (partly) paused (the epochs after it cost more), or when no more fit. The
+        pause never comes back: a longer schedule keeps its pause's end at or before the steps already taken.
+    """
+    if epochs_done < 2 or last_epoch_seconds <= 0:  # the first epoch's time includes the warm-up
+        return schedule.epochs
+    paused_phase = 0.0 < pause_share < 1.0
+    if paused_phase and pause_share * total_steps > steps_done - schedule.iterations_per_epoch:
+        return schedule.epochs
+    epochs = min(max_epochs, epochs_done + math.floor(seconds_left / last_epoch_seconds))
+    if paused_phase:
+        extra_steps_allowed = math.floor(steps_done / pause_share) - total_steps
+        epochs = min(epochs, schedule.epochs + extra_steps_allowed // schedule.iterations_per_epoch)
+    return max(schedule.epochs, epochs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from masksam.training.budget import Schedule, fit_to_budget
+from masksam.training.budget import Schedule, extended_epochs, fit_to_budget
 
 CASES = [
     # budget, step s, validation s, epochs, iterations -> schedule
@@ -45,3 +45,55 @@ def test_replanning_the_schedule_applies_the_new_learning_rate_at_once():
         scheduler.step()
     scheduler.set_total_steps(3)  # the schedule ends here
     assert optimizer.param_groups[0]["lr"] == 0.0 and scheduler.get_last_lr() == [0.0]
+
+
+# The ACDC run of 2026-12-02: 10 epochs × 21 steps planned from two warm-up steps, half of them with the encoder
+# adapters paused; its epochs took 180-290 s and it ended with 6.4 of its 45 minutes unused.
+ACDC = {"schedule": Schedule(10, 21), "max_epochs": 1000, "total_steps": 210, "pause_share": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("epochs_done", "seconds_left", "last_epoch_seconds", "expected"),
+    [
+        pytest.param(9, 654.0, 248.0, 11, id="two-more-fit-where-one-was-planned"),
+        pytest.param(9, 400.0, 248.0, 10, id="only-the-planned-one-fits"),
+        pytest.param(8, 1000.0, 262.0, 11, id="three-fit-where-two-were-planned"),
+        pytest.param(5, 1800.0, 190.0, 10, id="the-last-epoch-ran-paused-so-later-ones-cost-more"),
+        pytest.param(1, 2400.0, 100.0, 10, id="the-first-epoch-carries-the-warm-up"),
+    ],
+)
+def test_a_run_takes_the_epochs_its_timed_epochs_say_fit(epochs_done, seconds_left, last_epoch_seconds, expected):
+    steps_done = epochs_done * 21
+    assert (
+        extended_epochs(
+            epochs_done=epochs_done,
+            seconds_left=seconds_left,
+            last_epoch_seconds=last_epoch_seconds,
+            steps_done=steps_done,
+            **ACDC,
+        )
+        == expected
+    )
+
+
+def test_more_epochs_never_bring_the_paused_encoder_back():
+    """Stretching the schedule moves the pause's end (a share of all steps): it must stay behind the steps taken."""
+    schedule = Schedule(4, 10)  # pause for the first 20 of 40 steps
+    epochs = extended_epochs(
+        schedule=schedule,
+        epochs_done=3,
+        max_epochs=1000,
+        seconds_left=1e6,
+        last_epoch_seconds=1.0,
+        steps_done=30,
+        total_steps=40,
+        pause_share=0.5,
+    )
+    assert epochs == 6  # 60 steps: the pause would end at step 30, the steps already taken
+    assert 0.5 * epochs * 10 <= 30
+
+
+def test_never_more_epochs_than_asked_for():
+    no_pause = {"schedule": Schedule(3, 5), "total_steps": 15, "pause_share": 0.0, "steps_done": 10}
+    assert extended_epochs(epochs_done=2, max_epochs=4, seconds_left=1e6, last_epoch_seconds=1.0, **no_pause) == 4
+    assert extended_epochs(epochs_done=2, max_epochs=3, seconds_left=1e6, last_epoch_seconds=1.0, **no_pause) == 3

@@ -442,6 +442,26 @@ def test_a_budgeted_run_ends_within_its_budget_at_learning_rate_zero(planned_dat
 
 
 @pytest.mark.slow
+def test_a_run_whose_epochs_are_faster_than_its_first_steps_uses_its_whole_budget(
+    planned_dataset, tmp_path, monkeypatch
+):
+    """The first steps carry a fresh process's warm-up (1.5 s here, 0.5 s later): the schedule fitted from them
+    (4 epochs) would leave most of the 18 s unused. Once a later epoch is timed, the run takes the epochs that fit
+    (6, all it asked for), the poly schedule still ends at 0, and the run stays inside its budget."""
+    config = replace(BUDGETED, epochs=6, time_budget_minutes=0.3, encoder_adapters_from=0.0)
+    clock = FakeClock(step_seconds=lambda index: 1.5 if index < 3 else 0.5)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    on_fake_clock(trainer, clock, monkeypatch)
+    state = trainer.fit()
+    log = (trainer.fold_dir / "training_log.txt").read_text()
+    assert "so this run does 4 epochs" in log and "does 6 epochs instead of 4" in log
+    assert state.epoch == state.schedule.epochs == 6
+    learning_rates = [record["lr"] for record in state.history]
+    assert all(lr > 0 for lr in learning_rates[:-1]) and learning_rates[-1] == 0.0, learning_rates
+    assert clock.elapsed <= 18.0
+
+
+@pytest.mark.slow
 def test_a_resumed_run_gets_what_is_left_of_its_budget(planned_dataset, tmp_path, monkeypatch):
     """Interrupted after its first epoch (3.5 s of 12), resumed on a busier machine (2 s steps): the second part
     may use the 8.5 s left, not a fresh 12 s, so the run's training time stays within its budget."""
