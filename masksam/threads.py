@@ -15,6 +15,7 @@ import torch
 
 PROBE_SIZE = 768
 PROBE_REPEATS = 4
+PROBE_ROUNDS = 3
 # More threads must be at least this much faster to be chosen (shared cores make small gains unreliable).
 REQUIRED_GAIN = 1.15
 
@@ -39,23 +40,35 @@ class ThreadChoice:
 
 
 def measure_thread_speeds(candidates: list[int]) -> dict[int, float]:
-    """GFLOP/s of a fp32 matmul with each thread count (the current count is restored)."""
+    """GFLOP/s of a fp32 matmul with each thread count, the best of ``PROBE_ROUNDS`` rounds that alternate the
+    counts (the current count is restored).
+
+    A single short timing can catch a moment when the machine's other core is busy (on 2026-12-02 one probe
+    measured 1 thread at 69 and 2 at 67 GFLOP/s on a machine that otherwise gives 45 and 82): a stall only
+    lowers a round's speed, so the best round of each count is its speed.
+    """
     before = torch.get_num_threads()
     a = torch.randn(PROBE_SIZE, PROBE_SIZE)
     b = torch.randn(PROBE_SIZE, PROBE_SIZE)
-    speeds = {}
+    speeds: dict[int, float] = {}
     try:
-        for count in candidates:
-            torch.set_num_threads(count)
-            a @ b  # warm-up (thread pool start)
-            started = time.perf_counter()
-            for _ in range(PROBE_REPEATS):
-                a @ b
-            seconds = (time.perf_counter() - started) / PROBE_REPEATS
-            speeds[count] = 2 * PROBE_SIZE**3 / seconds / 1e9
+        for _ in range(PROBE_ROUNDS):
+            for count in candidates:
+                speeds[count] = max(speeds.get(count, 0.0), matmul_gflops(count, a, b))
     finally:
         torch.set_num_threads(before)
     return speeds
+
+
+def matmul_gflops(count: int, a: torch.Tensor, b: torch.Tensor) -> float:
+    """GFLOP/s of ``a @ b`` (square, side PROBE_SIZE) with ``count`` threads, over PROBE_REPEATS products."""
+    torch.set_num_threads(count)
+    a @ b  # warm-up (thread pool start)
+    started = time.perf_counter()
+    for _ in range(PROBE_REPEATS):
+        a @ b
+    seconds = (time.perf_counter() - started) / PROBE_REPEATS
+    return 2 * PROBE_SIZE**3 / seconds / 1e9
 
 
 def choose_threads(requested: int | None = None) -> ThreadChoice:

@@ -26,3 +26,22 @@ def test_measurement_restores_the_thread_count() -> None:
     before = torch.get_num_threads()
     speeds = threads.measure_thread_speeds([1])
     assert speeds[1] > 0 and torch.get_num_threads() == before
+
+
+def test_a_stalled_round_does_not_decide(monkeypatch) -> None:
+    """Each count's speed is its best round: a round slowed by another process (2 threads at 67 once, 82 in the
+    other rounds) does not make one thread look as fast."""
+    rounds = iter([69.0, 67.0, 45.0, 82.0, 46.0, 81.0])  # (1 thread, 2 threads) × 3 rounds
+    counts_timed = []
+
+    def fake_gflops(count, a, b):
+        counts_timed.append(count)
+        return next(rounds)
+
+    monkeypatch.setattr(threads, "matmul_gflops", fake_gflops)
+    speeds = threads.measure_thread_speeds([1, 2])
+    assert counts_timed == [1, 2, 1, 2, 1, 2]  # alternating, so a slow spell hits both counts
+    assert speeds == {1: 69.0, 2: 82.0}
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "measure_thread_speeds", lambda counts: speeds)
+    assert threads.choose_threads().threads == 2  # the first round alone (69 against 67) would have chosen 1
