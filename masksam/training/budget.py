@@ -8,6 +8,9 @@ from dataclasses import dataclass
 # Fewer epochs than this make the curves in progress.png and the choice of the best checkpoint meaningless.
 MIN_EPOCHS_IN_BUDGET = 10
 MAX_VALIDATION_SHARE = 0.25
+# Epochs added to a running schedule must fit with this much to spare: an added epoch that the budget then cuts
+# would leave the poly schedule above 0 at the end.
+EXTENSION_HEADROOM = 1.05
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ def extended_epochs(
 
     The schedule was fitted from the first steps' times, which carry the warm-up costs of a fresh process, so a run
     can end with minutes of its budget unused. Once an epoch other than the first has run with the costs of the
-    rest of the run, its time says how many more fit: the same rule as the one that stops a run (an epoch is only
-    started if it ends before the deadline at the last epoch's time).
+    rest of the run, its time says how many more fit, with ``EXTENSION_HEADROOM`` to spare (the rule that stops a
+    run, an epoch is only started if it ends before the deadline at the last epoch's time, would otherwise cut an
+    added epoch whenever one ran a little slower).
 
     Args:
         schedule: The fitted schedule.
@@ -104,7 +108,7 @@ def extended_epochs(
     paused_phase = 0.0 < pause_share < 1.0
     if paused_phase and pause_share * total_steps > steps_done - schedule.iterations_per_epoch:
         return schedule.epochs
-    epochs = min(max_epochs, epochs_done + math.floor(seconds_left / last_epoch_seconds))
+    epochs = min(max_epochs, epochs_done + math.floor(seconds_left / (EXTENSION_HEADROOM * last_epoch_seconds)))
     if paused_phase:
         extra_steps_allowed = math.floor(steps_done / pause_share) - total_steps
         epochs = min(epochs, schedule.epochs + extra_steps_allowed // schedule.iterations_per_epoch)

@@ -57,6 +57,7 @@ ACDC = {"schedule": Schedule(10, 21), "max_epochs": 1000, "total_steps": 210, "p
     [
         pytest.param(9, 654.0, 248.0, 11, id="two-more-fit-where-one-was-planned"),
         pytest.param(9, 400.0, 248.0, 10, id="only-the-planned-one-fits"),
+        pytest.param(9, 506.0, 248.0, 10, id="a-second-one-fits-only-without-headroom"),
         pytest.param(8, 1000.0, 262.0, 11, id="three-fit-where-two-were-planned"),
         pytest.param(5, 1800.0, 190.0, 10, id="the-last-epoch-ran-paused-so-later-ones-cost-more"),
         pytest.param(1, 2400.0, 100.0, 10, id="the-first-epoch-carries-the-warm-up"),
