@@ -475,8 +475,8 @@ class Predictor:
         for model, passes in zip(self.models, self.refinement_passes, strict=True):
             targets = self.window_targets(model, prompt_labels)
             with self.precision.autocast():
-                if targets is None:  # (models without refinement need not take the argument)
-                    output = model(patches, refinement_passes=passes) if passes else model(patches)
+                if targets is None:
+                    output = model(patches, refinement_passes=passes)
                 else:
                     output = model(patches, targets.boxes)
             scores = query_scores(

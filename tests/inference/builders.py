@@ -67,7 +67,8 @@ class PointwiseStub(nn.Module):
         self.config = config
         self.certainty, self.scale, self.shift = certainty, scale, shift
 
-    def forward(self, volume: torch.Tensor) -> MaskSamOutput:
+    def forward(self, volume: torch.Tensor, refinement_passes: int = 0) -> MaskSamOutput:
+        """MaskSAM's signature; a pointwise stub has no decoder to refine with (``refinement_passes`` unused)."""
         batch, _, slices, height, width = volume.shape
         num_queries, num_classes = self.config.num_queries, self.config.num_classes
         intensity = volume.float().mean(dim=1)  # (B, T, H, W)
