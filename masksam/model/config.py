@@ -55,16 +55,24 @@ class PromptGeneratorConfig:
     mask_threshold: logit above which an auxiliary mask pixel counts when its box is computed.
     mask_box_region: "largest_component" (the box of the mask's largest connected component, so a stray
       island does not stretch it) or "all" (the box of every pixel above the threshold).
+    box_margin: how far each edge of a box taken from a predicted mask (auxiliary mask, or a refinement pass's
+      segment) moves outward, as a fraction of the image side. SAM keeps a segment inside its box, so a box
+      as tight as a predicted mask that misses some of its segment cuts the segment off. LiteMedSAM was trained
+      with tight ground-truth boxes whose every edge moved outward by 0-5 pixels of its 256² input (its
+      ``bbox_shift``), 2.5 on average: 0.01 of the side.
     """
 
     variant: PromptVariant = "mask_avg_box"
     widths: tuple[int, ...] = (256, 128, 64, 32, 16)
     mask_threshold: float = 0.0
     mask_box_region: MaskBoxRegion = "largest_component"
+    box_margin: float = 0.01
 
     def __post_init__(self) -> None:
         if self.mask_box_region not in ("largest_component", "all"):
             raise ConfigError(f"mask_box_region '{self.mask_box_region}' is unknown; choose largest_component or all")
+        if not 0.0 <= self.box_margin < 0.5:
+            raise ConfigError(f"box_margin {self.box_margin} must be in [0, 0.5) (a fraction of the image side)")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from masksam.model.depth import fold_depth
 from masksam.model.image_encoder import AdaptedViTEncoder
 from masksam.model.mask_decoder import AdaptedMaskDecoder
 from masksam.model.modality_adapter import ModalityAdapter
-from masksam.model.prompt_generator import GeneratedPrompts, PromptGenerator, mask_to_box
+from masksam.model.prompt_generator import GeneratedPrompts, PromptGenerator, expand_boxes, mask_to_box
 from masksam.model.refinement import query_segments, segment_prompts
 
 
@@ -196,6 +196,7 @@ class MaskSAM(nn.Module):
             generator.mask_threshold,
             largest_component=generator.mask_box_region == "largest_component",
         )
+        mask_boxes = expand_boxes(mask_boxes, generator.box_margin)
         if variant == "mask":  # an empty mask has no box: its query keeps the learned one
             return torch.where(nonempty[..., None], mask_boxes, prompts.boxes)
         averaged = (prompts.boxes + mask_boxes) / 2

@@ -208,6 +208,14 @@ def largest_components(foreground: torch.Tensor) -> torch.Tensor:
     return kept.reshape(foreground.shape)
 
 
+def expand_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
+    """(..., 4) normalised xyxy -> every edge moved outward by ``margin`` (a fraction of the side), inside [0, 1]."""
+    if margin == 0:
+        return boxes
+    outward = torch.tensor([-margin, -margin, margin, margin], device=boxes.device, dtype=boxes.dtype)
+    return (boxes + outward).clamp(0.0, 1.0)
+
+
 def mask_to_box(
     mask_logits: torch.Tensor, threshold: float = 0.0, *, largest_component: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from masksam.errors import ConfigError
-from masksam.model.config import PRESETS, MaskSamConfig, preset_config
+from masksam.model.config import PRESETS, MaskSamConfig, PromptGeneratorConfig, preset_config
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,14 @@ def test_unreadable_config_file(tmp_path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read the model config"):
         MaskSamConfig.load(path)
+
+
+@pytest.mark.parametrize("margin", [-0.01, 0.5])
+def test_box_margin_outside_its_range_is_refused(margin: float) -> None:
+    with pytest.raises(ConfigError, match=rf"box_margin {margin} must be in \[0, 0.5\)"):
+        MaskSamConfig.from_dict({"prompt_generator": {"box_margin": margin}})
+
+
+def test_a_config_saved_before_box_margin_loads_with_the_default() -> None:
+    config = MaskSamConfig.from_dict({"prompt_generator": {"variant": "mask"}})
+    assert config.prompt_generator.box_margin == PromptGeneratorConfig().box_margin == 0.01

@@ -178,11 +178,16 @@ def test_every_ablation_builds_and_runs(variant: str, adapter: str) -> None:
     assert shapes(output) == expected_shapes(config, batch=1)
 
 
+@pytest.mark.parametrize("margin", [0.0, 0.01])
 @pytest.mark.parametrize("region", ["largest_component", "all"])
-def test_mask_variant_boxes_the_auxiliary_mask_and_keeps_the_learned_box_for_empty_masks(region: str) -> None:
+def test_mask_variant_boxes_the_auxiliary_mask_and_keeps_the_learned_box_for_empty_masks(
+    region: str, margin: float
+) -> None:
     from masksam.model.prompt_generator import GeneratedPrompts
 
-    generator = dataclasses.replace(tiny_config().prompt_generator, variant="mask", mask_box_region=region)
+    generator = dataclasses.replace(
+        tiny_config().prompt_generator, variant="mask", mask_box_region=region, box_margin=margin
+    )
     model = build_masksam(tiny_config(prompt_generator=generator))
     batch, queries, slices, side = 1, model.config.num_queries, model.config.num_slices, model.config.image_size
     aux = torch.full((batch, queries, slices, side, side), -4.0)
@@ -191,10 +196,11 @@ def test_mask_variant_boxes_the_auxiliary_mask_and_keeps_the_learned_box_for_emp
     learned = torch.rand(batch, queries, slices, 4) * 0.5
     prompts = GeneratedPrompts(aux_mask_logits=aux, boxes=learned, class_tokens=torch.zeros(batch, queries, slices, 8))
     boxes = model.prompt_boxes(prompts, None)  # (B, N, T, 4)
-    organ = torch.tensor([16 / side, 8 / side, 40 / side, 24 / side])
-    stretched = torch.tensor([0.0, 8 / side, 40 / side, 1.0])
+    outward = torch.tensor([-margin, -margin, margin, margin])
+    organ = torch.tensor([16 / side, 8 / side, 40 / side, 24 / side]) + outward
+    stretched = (torch.tensor([0.0, 8 / side, 40 / side, 1.0]) + outward).clamp(0.0, 1.0)  # never past the image
     torch.testing.assert_close(boxes[0, 0, 0], organ if region == "largest_component" else stretched)
-    torch.testing.assert_close(boxes[0, 1:], learned[0, 1:])  # empty auxiliary masks: the learned boxes
+    torch.testing.assert_close(boxes[0, 1:], learned[0, 1:])  # empty auxiliary masks: the learned boxes, as they are
 
 
 def test_multichannel_input() -> None:

@@ -10,6 +10,7 @@ from masksam.model.prompt_generator import (
     PromptGenerator,
     assign_levels,
     centred_box,
+    expand_boxes,
     largest_components,
     mask_to_box,
 )
@@ -32,6 +33,12 @@ def test_mask_to_box_equals_hand_computed_boxes() -> None:
     torch.testing.assert_close(boxes[1, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))
     assert nonempty.tolist() == [[True, True, False], [False, False, True]]
     torch.testing.assert_close(boxes[0, 2], torch.tensor([0.0, 0.0, 1.0, 1.0]))  # empty -> whole image
+
+
+def test_expand_boxes_moves_every_edge_outward_and_stays_in_the_image() -> None:
+    boxes = torch.tensor([[0.2, 0.3, 0.5, 0.6], [0.005, 0.0, 1.0, 0.995]])
+    torch.testing.assert_close(expand_boxes(boxes, 0.01), torch.tensor([[0.19, 0.29, 0.51, 0.61], [0.0, 0.0, 1.0, 1.0]]))
+    assert expand_boxes(boxes, 0.0) is boxes
 
 
 def test_largest_component_box_ignores_stray_islands() -> None:
