@@ -37,7 +37,8 @@ def test_mask_to_box_equals_hand_computed_boxes() -> None:
 
 def test_expand_boxes_moves_every_edge_outward_and_stays_in_the_image() -> None:
     boxes = torch.tensor([[0.2, 0.3, 0.5, 0.6], [0.005, 0.0, 1.0, 0.995]])
-    torch.testing.assert_close(expand_boxes(boxes, 0.01), torch.tensor([[0.19, 0.29, 0.51, 0.61], [0.0, 0.0, 1.0, 1.0]]))
+    expected = torch.tensor([[0.19, 0.29, 0.51, 0.61], [0.0, 0.0, 1.0, 1.0]])
+    torch.testing.assert_close(expand_boxes(boxes, 0.01), expected)
     assert expand_boxes(boxes, 0.0) is boxes
 
 
