@@ -2,24 +2,28 @@
 
 A generated-prompt MaskSAM gives SAM's decoder boxes made from its prompt generator. This benchmark loads one
 trained checkpoint and scores the pseudo-Dice of fixed validation patches (drawn from the fold's validation
-cases, two thirds centred on foreground, as the trainer's per-epoch validation) with the boxes taken from:
+cases, two thirds centred on foreground, as the trainer's per-epoch validation; ``--cases train`` draws them from
+the fold's training cases instead, to choose settings without the validation cases) with the boxes taken from:
 
 - ``model``: the rule in the checkpoint's own config;
 - ``learned``: the box head alone;
 - ``mask_all``: the box of every auxiliary-mask pixel above the threshold (the learned box where empty);
-- ``mask_largest``: the box of the auxiliary mask's largest connected component (the learned box where empty);
+- ``mask_largest``: the box of the auxiliary mask's largest connected component (the learned box where empty),
+  each edge moved outward by the config's ``box_margin`` (0.01 of the side by default);
+- ``mask_largest_tight``: the same box without the margin;
 - ``average_largest``: the mean of ``learned`` and ``mask_largest`` (the paper's ``mask_avg_box`` with it);
 - ``ground_truth``: each class slot's box from the labels (an upper bound: needs the labels);
 - ``aux_masks``: no decoder at all: the auxiliary masks themselves as the segmentation (each slot its class).
 
-The image encoder runs once per batch (its output is reused by every source), so a source costs a prompt
-generator and decoder pass. Class-slot models only (a slot's class is known, which ``aux_masks`` and
-``ground_truth`` need). Prints a Markdown table of Dice per class.
+``--refine N`` adds N refinement passes (``masksam predict``'s default is 1) to every source but the ground-truth
+boxes and the auxiliary masks. The image encoder runs once per batch (its output is reused by every source), so
+a source costs a prompt generator and decoder pass. Class-slot models only (a slot's class is known, which
+``aux_masks`` and ``ground_truth`` need). Prints a Markdown table of Dice per class.
 
 Usage::
 
     python benchmarks/prompt_sources.py MODEL_DIR/fold_0/checkpoint_final.pt [--patches 56] [--seed 1]
-        [--plans PLANS_DIR]
+        [--plans PLANS_DIR] [--cases val|train] [--refine N]
 """
 
 from __future__ import annotations
@@ -29,29 +33,42 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-SOURCES = ("model", "learned", "mask_all", "mask_largest", "average_largest", "ground_truth", "aux_masks")
+import torch
+from torch import nn
 
-# source: (prompt mode, generator variant, mask box region) for the sources the model's own config can express
+SOURCES = (
+    "model",
+    "learned",
+    "mask_all",
+    "mask_largest",
+    "mask_largest_tight",
+    "average_largest",
+    "ground_truth",
+    "aux_masks",
+)
+
+# source: (prompt mode, generator variant, mask box region, box margin or None: the config's) for the sources the
+# model's own config can express
 CONFIGS = {
-    "learned": ("generated", "box", "all"),
-    "mask_all": ("generated", "mask", "all"),
-    "mask_largest": ("generated", "mask", "largest_component"),
-    "average_largest": ("generated", "mask_avg_box", "largest_component"),
-    "ground_truth": ("ground_truth", None, None),
+    "learned": ("generated", "box", "all", None),
+    "mask_all": ("generated", "mask", "all", None),
+    "mask_largest": ("generated", "mask", "largest_component", None),
+    "mask_largest_tight": ("generated", "mask", "largest_component", 0.0),
+    "average_largest": ("generated", "mask_avg_box", "largest_component", None),
+    "ground_truth": ("ground_truth", None, None, None),
 }
 
 
-class EncoderOnce:
+class EncoderOnce(nn.Module):
     """Wraps the image encoder so that the same input (every source of one batch) is encoded once."""
 
-    def __init__(self, encoder) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
         self.encoder = encoder
-        self.last_input = None
+        self.last_input: torch.Tensor | None = None
         self.last_output = None
 
-    def __call__(self, rgb):
-        import torch
-
+    def forward(self, rgb: torch.Tensor):
         if self.last_input is None or self.last_input.shape != rgb.shape or not torch.equal(self.last_input, rgb):
             self.last_input, self.last_output = rgb.clone(), self.encoder(rgb)
         return self.last_output
@@ -61,10 +78,12 @@ def source_config(config, source: str):
     """The model config that takes its boxes from ``source`` (``model`` and ``aux_masks``: unchanged)."""
     if source not in CONFIGS:
         return config
-    mode, variant, region = CONFIGS[source]
+    mode, variant, region, margin = CONFIGS[source]
     generator = config.prompt_generator
     if variant is not None:
         generator = replace(generator, variant=variant, mask_box_region=region)
+    if margin is not None:
+        generator = replace(generator, box_margin=margin)
     return replace(config, prompt_mode=mode, prompt_generator=generator)
 
 
@@ -77,9 +96,18 @@ def main() -> None:
         "--plans", type=Path, default=None, help="the training's plans folder (default: MODEL_DIR/../plans)"
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--refine", type=int, default=0, help="refinement passes after each generated-prompt source (default 0)"
+    )
+    parser.add_argument(
+        "--cases",
+        choices=["val", "train"],
+        default="val",
+        help="draw the patches from the fold's validation cases "
+        "(default) or its training cases (to choose settings without looking at the validation cases)",
+    )
     args = parser.parse_args()
 
-    import torch
     import torch.nn.functional as F
 
     from masksam.data.targets import build_class_slot_targets
@@ -95,10 +123,10 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint}: a class-slot model is needed (this one has {config.queries} queries)")
     fold = int(trained.payload["training_config"]["fold"])
     plans_dir = args.plans or args.checkpoint.resolve().parents[2] / "plans"
-    validation_cases = json.loads((plans_dir / "splits_final.json").read_text())[fold]["val"]
+    cases = json.loads((plans_dir / "splits_final.json").read_text())[fold][args.cases]
     patches = draw_validation_patches(
         plans_dir / trained.plans.preprocessed_folder,
-        validation_cases,
+        cases,
         count=args.patches,
         patch_size=config.patch_size,
         seed=args.seed,
@@ -112,7 +140,10 @@ def main() -> None:
             targets = build_class_slot_targets(label, num_classes=num_classes, include_background=False)
             for source in SOURCES:
                 model.config = source_config(config, source)
-                output = model(image, targets.boxes if source == "ground_truth" else None)
+                if source == "ground_truth":
+                    output = model(image, targets.boxes)
+                else:
+                    output = model(image, refinement_passes=0 if source == "aux_masks" else args.refine)
                 if source == "aux_masks":
                     probabilities = slot_probabilities.expand(output.aux_mask_logits.shape[0], -1, -1)  # (G, N, K)
                     scores = class_weighted_masks(probabilities, output.aux_mask_logits, include_background=False)
@@ -120,7 +151,9 @@ def main() -> None:
                     scores = semantic_scores(output.class_logits, output.mask_logits, include_background=False)
                 counts[source] += confusion_counts(scores.argmax(dim=1).reshape(label.shape), label, num_classes)
     names = [name for name, value in sorted(trained.plans.labels.items(), key=lambda item: item[1]) if value]
-    print(f"\n{args.checkpoint}: {len(patches)} validation patches of fold {fold}, pseudo-Dice in %\n")
+    where = "validation" if args.cases == "val" else "training"
+    passes = f", {args.refine} refinement pass(es)" if args.refine else ""
+    print(f"\n{args.checkpoint}: {len(patches)} patches of fold {fold}'s {where} cases{passes}, pseudo-Dice in %\n")
     print(f"| boxes from | {' | '.join(names)} | mean |")
     print(f"|---|{'---|' * (len(names) + 1)}")
     for source in SOURCES:
