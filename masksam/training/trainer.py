@@ -477,22 +477,44 @@ class Trainer:
         The ``steps_done`` steps already taken in this first epoch stay in it, even if the fitted epochs are
         shorter, and the poly schedule counts them, so the learning rate reaches zero at the last step.
         """
-        batches = math.ceil(self.config.validation_patches / (self.batch_per_rank * self.context.world_size))
-        validation_seconds = batches * step_seconds * 0.5 if self.val_ids else 0.0
-        schedule = fit_to_budget(
-            budget_seconds=deadline - time.monotonic(),
-            step_seconds=step_seconds,
-            validation_seconds=validation_seconds,
-            epochs=self.state.schedule.epochs,
-            iterations_per_epoch=self.state.schedule.iterations_per_epoch,
-        )
-        schedule = broadcast_object(schedule, self.context)
+        schedule = broadcast_object(self.schedule_for_budget(deadline - time.monotonic(), step_seconds), self.context)
         self.state.schedule = schedule
         self.scheduler.set_total_steps(schedule.total_steps + max(0, steps_done - schedule.iterations_per_epoch))
         self.log(
             f"time budget: one step takes {step_seconds:.2f} s here, so this run does {schedule.epochs} epochs × "
             f"{schedule.iterations_per_epoch} iterations"
         )
+
+    def schedule_for_budget(self, budget_seconds: float, step_seconds: float) -> Schedule:
+        """The schedule that fits ``budget_seconds`` at ``step_seconds`` a step, end-of-epoch validation included."""
+        batches = math.ceil(self.config.validation_patches / (self.batch_per_rank * self.context.world_size))
+        validation_seconds = batches * step_seconds * 0.5 if self.val_ids else 0.0
+        return fit_to_budget(
+            budget_seconds=budget_seconds,
+            step_seconds=step_seconds,
+            validation_seconds=validation_seconds,
+            epochs=self.state.schedule.epochs,
+            iterations_per_epoch=self.state.schedule.iterations_per_epoch,
+        )
+
+    def probe_step_seconds(self) -> float:
+        """Seconds per optimiser step over this run's schedule, measured as a budgeted run measures them: steps on
+        one training batch, the first (with warm-up costs) untimed, the last with the encoder's adapters on when
+        the schedule has a pause phase. The steps train the model: probe with a trainer that is then dropped."""
+        loader = self.build_loader(epoch=0)
+        image, label = next(iter(loader))
+        del loader  # stops its workers
+        phased = 0.0 < self.config.encoder_adapters_from < 1.0
+        timed: list[tuple[bool, float]] = []
+        for step in range(1 + _BUDGET_TIMED_STEPS):
+            paused = self.pause_encoder_adapters(force_on=phased and step == _BUDGET_TIMED_STEPS)
+            self.synchronise()
+            started = time.monotonic()
+            self.train_step(image, label)
+            self.synchronise()
+            if step >= 1:
+                timed.append((paused, time.monotonic() - started))
+        return self.mean_step_seconds(timed)
 
     def extend_to_budget(self, deadline: float) -> None:
         """Adds epochs when the epochs run faster than the first steps said (``budget.extended_epochs``; rank 0

@@ -12,11 +12,11 @@ import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch._functorch.config as functorch_config
+from training.fake_clock import FakeClock, on_fake_clock
 
 from masksam.data.plans import Plans
 from masksam.errors import CheckpointError
@@ -368,6 +368,29 @@ def test_paused_and_full_steps_are_weighted_by_their_share(planned_dataset):
     assert trainer.mean_step_seconds([(True, 2.0), (True, 4.0)]) == pytest.approx(3.0)
 
 
+def test_the_step_probe_times_as_a_budgeted_run_does(planned_dataset, monkeypatch):
+    """The first step (5 s of warm-up) is not timed, the last runs with the encoder's adapters on (3 s against 1 s
+    paused), and the two are weighted by their phase's share of the schedule."""
+    config = replace(FAST, encoder_adapters_from=0.5, threads=1)
+    trainer = make_trainer(planned_dataset, Path("unused"), config)
+    clock = FakeClock(step_seconds=lambda index: {0: 5.0, 1: 1.0}.get(index, 3.0))
+    on_fake_clock(trainer, clock, monkeypatch)
+    paused = []
+    pause = trainer.pause_encoder_adapters
+    monkeypatch.setattr(
+        trainer, "pause_encoder_adapters", lambda **kwargs: paused.append(pause(**kwargs)) or paused[-1]
+    )
+    assert trainer.probe_step_seconds() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+    assert paused == [True, True, False] and clock.steps == 3
+
+
+def test_a_schedule_for_a_budget_counts_validation(planned_dataset):
+    """9 s at 1 s a step, 2 validation patches of about half a step each (0.5 s): 3 epochs of 2 steps."""
+    trainer = make_trainer(planned_dataset, Path("unused"), BUDGETED, num_queries=4)
+    schedule = trainer.schedule_for_budget(9.0, 1.0)
+    assert (schedule.epochs, schedule.iterations_per_epoch) == (3, 2)
+
+
 def test_class_slot_queries_start_at_their_class_boxes_and_train_with_denoising(planned_dataset, tmp_path):
     config = replace(FAST, box_init="dataset", denoising_groups=2, threads=1)
     trainer = make_trainer(planned_dataset, tmp_path / "model", config)
@@ -382,42 +405,6 @@ def test_class_slot_queries_start_at_their_class_boxes_and_train_with_denoising(
     assert "class-slot boxes start at the training patches' median boxes" in log
     terms = trainer.train_step(image, label)
     assert terms["denoising_mask_dice"] > 0 and terms["denoising_classification"] > 0
-
-
-class FakeClock:
-    """The trainer's clock, moved by the work it times: each training step costs ``step_seconds`` (a function of
-    the step's index over all this clock has seen), each validation ``validation_seconds``. Fitting a schedule to a
-    budget then depends on no machine's speed or load."""
-
-    def __init__(self, step_seconds=lambda index: 1.0, validation_seconds: float = 0.5, start: float = 1000.0):
-        self.now, self.start = start, start
-        self.step_seconds, self.validation_seconds = step_seconds, validation_seconds
-        self.steps = 0
-
-    def __call__(self) -> float:
-        return self.now
-
-    @property
-    def elapsed(self) -> float:
-        return self.now - self.start
-
-
-def on_fake_clock(trainer: Trainer, clock: FakeClock, monkeypatch) -> Trainer:
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(monotonic=clock))
-    monkeypatch.setattr(trainer_module, "draw_progress", lambda *args, **kwargs: None)  # 1-2 s an epoch, not timed
-    train_step, validate = trainer.train_step, trainer.validate
-
-    def timed_step(*args, **kwargs):
-        clock.now += clock.step_seconds(clock.steps)
-        clock.steps += 1
-        return train_step(*args, **kwargs)
-
-    def timed_validation(*args, **kwargs):
-        clock.now += clock.validation_seconds
-        return validate(*args, **kwargs)
-
-    trainer.train_step, trainer.validate = timed_step, timed_validation
-    return trainer
 
 
 # 12 s for at most 3 epochs: after the 3 timed steps of 1 s, 3 epochs × 2 steps fit (3.5 + 2.5 + 2.5 s).
