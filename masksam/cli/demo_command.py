@@ -4,7 +4,7 @@ Writes synthetic cardiac phantoms (nnU-Net layout), plans them, trains MaskSAM u
 the held-out phantoms, evaluates them, and draws overlays and the training curves.
 
 Which backbone: the real, frozen LiteMedSAM when its weights can be had and the budget gives it enough steps.
-On a GPU it always does. On a CPU a LiteMedSAM step takes seconds (3-5 s on two cores at the demo's patch), so
+On a GPU it always does. On a CPU a LiteMedSAM step takes seconds (2.5-5 s at the demo's patch on two cores), so
 the demo times a few steps first and trains LiteMedSAM only if the budget then holds at least
 ``DEMO_MIN_LITE_MEDSAM_STEPS`` of them; otherwise it trains the small ``tiny`` backbone from scratch (SAM's
 weights included, ~0.3 s a step) and, when LiteMedSAM's weights can be had, also segments the held-out
@@ -25,8 +25,8 @@ import typer
 # (T, H, W) patch and queries of the demo: small enough to train in minutes on two CPU cores.
 DEMO_PATCH = (2, 128, 128)
 DEMO_QUERIES = 4
-# Steps LiteMedSAM needs to beat tiny from scratch on the phantoms (measured on 2 cores, README "What the demo
-# trains": ~50 steps reached tiny's Dice; 77 steps gave 0.95 against tiny's 0.82, 36 steps 0.38).
+# Steps LiteMedSAM needs to beat tiny from scratch on the phantoms (measured in 4 minutes, README "What the demo
+# trains": ~50 steps reached tiny's Dice; 77 steps gave 0.95 against tiny's 0.82, 36 steps 0.38 against 0.77).
 DEMO_MIN_LITE_MEDSAM_STEPS = 60
 # LiteMedSAM's input side for the zero-shot reference: the phantoms are 128² (measured: same box Dice as 256²).
 _DEMO_BOX_PROMPT_SIZE = 128
