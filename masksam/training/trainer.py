@@ -401,10 +401,7 @@ class Trainer:
             if plan_deadline is not None:
                 self.synchronise()  # a timed step starts with the GPU idle ...
             started = time.monotonic()
-            # With a pause phase, the last timed step runs with the encoder adapters on, so both costs are known.
-            phased = 0.0 < self.config.encoder_adapters_from < 1.0
-            last_timed = phased and plan_deadline is not None and step == _BUDGET_TIMED_STEPS
-            paused = self.pause_encoder_adapters(force_on=last_timed)
+            paused = self.pause_encoder_adapters(force_on=plan_deadline is not None and self.times_full_step(step))
             terms = self.train_step(image, label)
             if plan_deadline is not None and step >= 1:
                 self.synchronise()  # ... and ends when its kernels have
@@ -451,6 +448,13 @@ class Trainer:
         paused = self.scheduler.last_epoch < start and not force_on
         self.model.image_encoder.adapters_paused = paused
         return paused
+
+    def times_full_step(self, step: int) -> bool:
+        """Whether step ``step`` of the steps timed for a budget runs with the encoder's adapters on: the last timed
+        one when the schedule has a pause phase, so that both step costs are known (the epoch loop and
+        `probe_step_seconds` time alike)."""
+        phased = 0.0 < self.config.encoder_adapters_from < 1.0
+        return phased and step == _BUDGET_TIMED_STEPS
 
     def mean_step_seconds(self, timed: list[tuple[bool, float]]) -> float:
         """Expected seconds per step over the schedule from the timed steps, weighting paused and full steps by
@@ -504,10 +508,9 @@ class Trainer:
         loader = self.build_loader(epoch=0)
         image, label = next(iter(loader))
         del loader  # stops its workers
-        phased = 0.0 < self.config.encoder_adapters_from < 1.0
         timed: list[tuple[bool, float]] = []
         for step in range(1 + _BUDGET_TIMED_STEPS):
-            paused = self.pause_encoder_adapters(force_on=phased and step == _BUDGET_TIMED_STEPS)
+            paused = self.pause_encoder_adapters(force_on=self.times_full_step(step))
             self.synchronise()
             started = time.monotonic()
             self.train_step(image, label)
