@@ -31,7 +31,7 @@ Usage::
     python benchmarks/acdc_experiment.py [--dataset ../shared/data/Dataset027_ACDC] [--output acdc_experiment]
         [--minutes 45] [--rows masksam_lite_medsam masksam_tiny ...] [--fold 0]
         [--eval-images DIR --eval-labels DIR | --eval-cases N] [--tta] [--refine N] [--device auto]
-        [--num-workers 1] [--force]
+        [--num-workers 1] [--train-threads N] [--force]
 """
 
 from __future__ import annotations
@@ -301,12 +301,14 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     backbone = "tiny" if row == "masksam_tiny" else "lite_medsam"
     ground_truth = row == "masksam_gt_prompt"
     commands: list[str] = []
+    # Pinned threads: the probe of a fresh process can pick 1 thread while the other core is briefly busy.
+    threads = [] if args.train_threads is None else ["--threads", str(args.train_threads)]
     check_training(model_dir, args.fold, args.minutes, args.seed)
     if not (model_dir / f"fold_{args.fold}" / "checkpoint_final.pt").is_file():
         train = ["train", str(args.dataset), "-o", str(model_dir), "--plans", str(plans_dir)]
         train += ["--fold", str(args.fold), "--backbone", backbone, "--time-budget", f"{args.minutes:g}"]
         train += ["--num-workers", str(args.num_workers), "--no-final-validation", "--seed", str(args.seed)]
-        train += ["--device", args.device]
+        train += ["--device", args.device, *threads]
         if ground_truth:
             train += ["--prompt-mode", "ground_truth"]
         resume = (model_dir / f"fold_{args.fold}" / "checkpoint_latest.pt").is_file()
@@ -315,7 +317,7 @@ def masksam_row(row: str, args, plans_dir: Path, images: Path, labels: Path, log
     refine = row_refinement(row, args.refine)
     predictions = predictions_folder(model_dir, args.fold, args.tta, refine)
     predict = ["predict", "-i", str(images), "-o", str(predictions), "-m", str(model_dir), "--folds", str(args.fold)]
-    predict += ["--continue", "--device", args.device] + ([] if args.tta else ["--no-tta"])
+    predict += ["--continue", "--device", args.device, *threads] + ([] if args.tta else ["--no-tta"])
     predict += [] if refine is None else ["--refine", str(refine)]
     if ground_truth:
         predict += ["--prompt-labels", str(labels)]
@@ -448,6 +450,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"refinement passes of the automatic MaskSAM rows (default: masksam predict's, {DEFAULT_REFINEMENT})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        help="CPU threads of the MaskSAM rows' masksam train and predict (default: their probe decides)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when one is visible)")
     parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes of the trained rows")
     parser.add_argument("--seed", type=int, default=0)

@@ -113,6 +113,30 @@ def test_a_model_trained_with_another_seed_or_budget_is_refused(experiment, tmp_
         experiment.check_training(tmp_path, 0, 30.0, 0)
 
 
+@pytest.mark.parametrize("threads", [None, 2])
+def test_train_threads_pin_the_threads_of_masksam_train_and_predict(
+    experiment, tmp_path: Path, monkeypatch, threads: int | None
+) -> None:
+    """``--train-threads N`` reaches both commands of a MaskSAM row as ``--threads N``; without it neither gets one."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "p1_f1.nii.gz").write_bytes(b"")
+    issued: list[list[str]] = []
+    monkeypatch.setattr(experiment, "run", lambda command, log, commands: issued.append(command))
+    monkeypatch.setattr(experiment, "score", lambda *args, **kwargs: None)
+    monkeypatch.setattr(experiment, "training_record", lambda model_dir, fold: {})
+    args = experiment._parser().parse_args(
+        ["--output", str(tmp_path / "out"), "--device", "cpu"] + ([] if threads is None else ["--train-threads", "2"])
+    )
+    experiment.masksam_row("masksam_tiny", args, tmp_path / "plans", tmp_path / "images", labels, tmp_path / "log")
+    assert [command[3] for command in issued] == ["train", "predict"]
+    for command in issued:
+        if threads is None:
+            assert "--threads" not in command
+        else:
+            assert command[command.index("--threads") + 1] == "2"
+
+
 def test_the_training_time_is_the_one_the_checkpoint_records(experiment, tmp_path: Path) -> None:
     """A resumed run's checkpoint records the training time of all its parts (metrics.csv lacks what an
     interrupted epoch and each part's start-up took)."""
