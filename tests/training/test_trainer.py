@@ -384,6 +384,23 @@ def test_the_step_probe_times_as_a_budgeted_run_does(planned_dataset, monkeypatc
     assert paused == [True, True, False] and clock.steps == 3
 
 
+def test_a_budgeted_run_times_its_first_steps_as_the_step_probe_does(planned_dataset, tmp_path, monkeypatch):
+    """The epoch loop's timing follows the probe's rule: the first step untimed, the last timed step with the
+    encoder's adapters on, the later steps paused again while the schedule's first half lasts."""
+    config = replace(BUDGETED, time_budget_minutes=0.75, encoder_adapters_from=0.5)
+    clock = FakeClock(step_seconds=lambda index: {0: 5.0, 1: 1.0}.get(index, 3.0))
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    on_fake_clock(trainer, clock, monkeypatch)
+    paused = []
+    pause = trainer.pause_encoder_adapters
+    monkeypatch.setattr(
+        trainer, "pause_encoder_adapters", lambda **kwargs: paused.append(pause(**kwargs)) or paused[-1]
+    )
+    trainer.fit(stop_after_epochs=1)
+    assert paused[:4] == [True, True, False, True]
+    assert "one step takes 2.00 s here" in (trainer.fold_dir / "training_log.txt").read_text()
+
+
 def test_a_schedule_for_a_budget_counts_validation(planned_dataset):
     """9 s at 1 s a step, 2 validation patches of about half a step each (0.5 s): 3 epochs of 2 steps."""
     trainer = make_trainer(planned_dataset, Path("unused"), BUDGETED, num_queries=4)
