@@ -111,6 +111,21 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+def _torch_save(payload: Any, handle: Any) -> None:
+    """``torch.save`` that lets a Ctrl-C through as KeyboardInterrupt.
+
+    A KeyboardInterrupt raised while torch writes a storage leaves its zip writer mid-record, and the writer's
+    cleanup then raises a RuntimeError ("unexpected pos ...") that hides the interrupt: the caller would report a
+    crash instead of an interruption.
+    """
+    try:
+        torch.save(payload, handle)
+    except RuntimeError as error:
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
+
+
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` through a temporary file in the same folder, fsync, then ``os.replace``.
 
@@ -128,7 +143,7 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), default_file_mode())  # not mkstemp's 0o600: readable as the umask allows
-            torch.save(_to_cpu(payload), handle)
+            _torch_save(_to_cpu(payload), handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,30 @@ def test_only_known_tags_take_a_loader() -> None:
         register_loader("mine", lambda path, **options: None)
     with pytest.raises(ValueError, match="already has a loader"):
         register_loader("masksam-training-checkpoint", lambda path, **options: None)
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_stays_an_interrupt_and_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C inside torch's zip writer made its cleanup raise a RuntimeError ("unexpected pos") that hid the
+    interrupt; the caller must see KeyboardInterrupt, the old file must stay as it was and no temporary be left."""
+    path = tmp_path / "checkpoint_latest.pt"
+    tagged.save_atomic({"step": 1}, path)
+    before = path.read_bytes()
+
+    class InterruptedFile(io.FileIO):
+        """A file whose third write is interrupted, as a Ctrl-C while torch writes a storage."""
+
+        writes = 0
+
+        def write(self, data):
+            InterruptedFile.writes += 1
+            if InterruptedFile.writes == 3:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    monkeypatch.setattr(tagged.os, "fdopen", lambda fd, mode: InterruptedFile(fd, "wb"))
+    with pytest.raises(KeyboardInterrupt):
+        tagged.save_atomic({"weights": torch.zeros(10_000), "more": torch.ones(100)}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pt"]
