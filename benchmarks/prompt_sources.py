@@ -15,6 +15,9 @@ the fold's training cases instead, to choose settings without the validation cas
 - ``ground_truth``: each class slot's box from the labels (an upper bound: needs the labels);
 - ``aux_masks``: no decoder at all: the auxiliary masks themselves as the segmentation (each slot its class).
 
+``--without-encoder-adapters`` scores the checkpoint with the image encoder's adapters silenced (each adds nothing,
+as at initialisation; the depth table stays): how much of what the model learned sits in them.
+
 ``--refine N`` adds N refinement passes (``masksam predict``'s default is 1) to every source but the ground-truth
 boxes and the auxiliary masks. The image encoder runs once per batch (its output is reused by every source), so
 a source costs a prompt generator and decoder pass. Class-slot models only (a slot's class is known, which
@@ -23,7 +26,7 @@ a source costs a prompt generator and decoder pass. Class-slot models only (a sl
 Usage::
 
     python benchmarks/prompt_sources.py MODEL_DIR/fold_0/checkpoint_final.pt [--patches 56] [--seed 1]
-        [--plans PLANS_DIR] [--cases val|train] [--refine N]
+        [--plans PLANS_DIR] [--cases val|train] [--refine N] [--without-encoder-adapters]
 """
 
 from __future__ import annotations
@@ -74,6 +77,28 @@ class EncoderOnce(nn.Module):
         return self.last_output
 
 
+class SilentAdapter(nn.Module):
+    """Stands in for one adapter and adds nothing: the tokens back in series, zeros beside an MLP."""
+
+    def __init__(self, skip: bool) -> None:
+        super().__init__()
+        self.skip = skip
+
+    def forward(self, tokens: torch.Tensor, grid=None) -> torch.Tensor:
+        return tokens if self.skip else torch.zeros_like(tokens)
+
+
+def silence_encoder_adapters(encoder: nn.Module) -> int:
+    """Replaces every adapter of the image encoder by a :class:`SilentAdapter`; returns how many."""
+    count = 0
+    for adapters in (encoder.attention_adapters, encoder.mlp_adapters):
+        for index, adapter in enumerate(adapters or []):
+            if adapter is not None:
+                adapters[index] = SilentAdapter(adapter.skip)
+                count += 1
+    return count
+
+
 def source_config(config, source: str):
     """The model config that takes its boxes from ``source`` (``model`` and ``aux_masks``: unchanged)."""
     if source not in CONFIGS:
@@ -106,6 +131,11 @@ def main() -> None:
         help="draw the patches from the fold's validation cases "
         "(default) or its training cases (to choose settings without looking at the validation cases)",
     )
+    parser.add_argument(
+        "--without-encoder-adapters",
+        action="store_true",
+        help="silence the image encoder's adapters (each adds nothing, as at initialisation)",
+    )
     args = parser.parse_args()
 
     import torch.nn.functional as F
@@ -131,6 +161,7 @@ def main() -> None:
         patch_size=config.patch_size,
         seed=args.seed,
     )
+    silenced = silence_encoder_adapters(model.image_encoder) if args.without_encoder_adapters else 0
     model.image_encoder = EncoderOnce(model.image_encoder)
     num_classes = config.num_classes
     slot_probabilities = F.one_hot(torch.tensor(config.segment_class_ids()), num_classes + 1)[:, :-1].float()
@@ -153,6 +184,7 @@ def main() -> None:
     names = [name for name, value in sorted(trained.plans.labels.items(), key=lambda item: item[1]) if value]
     where = "validation" if args.cases == "val" else "training"
     passes = f", {args.refine} refinement pass(es)" if args.refine else ""
+    passes += f", the encoder's {silenced} adapters silenced" if args.without_encoder_adapters else ""
     print(f"\n{args.checkpoint}: {len(patches)} patches of fold {fold}'s {where} cases{passes}, pseudo-Dice in %\n")
     print(f"| boxes from | {' | '.join(names)} | mean |")
     print(f"|---|{'---|' * (len(names) + 1)}")
