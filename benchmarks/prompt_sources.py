@@ -91,11 +91,10 @@ class SilentAdapter(nn.Module):
 def silence_encoder_adapters(encoder: nn.Module) -> int:
     """Replaces every adapter of the image encoder by a :class:`SilentAdapter`; returns how many."""
     count = 0
-    for adapters in (encoder.attention_adapters, encoder.mlp_adapters):
-        for index, adapter in enumerate(adapters or []):
-            if adapter is not None:
-                adapters[index] = SilentAdapter(adapter.skip)
-                count += 1
+    for adapters in (encoder.attention_adapters, encoder.mlp_adapters):  # nn.ModuleList, empty when off
+        for index, adapter in enumerate(adapters):
+            adapters[index] = SilentAdapter(adapter.skip)
+            count += 1
     return count
 
 
