@@ -3,6 +3,8 @@ mocked here), checks of explicit choices, and the CUDA kernel switches."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -76,6 +78,21 @@ def test_cpu_is_fp32_unless_bf16_is_asked_for() -> None:
     assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")).name == "bf16"
     assert not resolve_precision("auto", torch.device("cpu")).scaler().is_enabled()
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(1.9, "fp32"), (2.0, "bf16"), (8.0, "bf16"), (0.1, "fp32")])
+def test_auto_takes_bf16_on_a_cpu_where_it_was_measured_fast(monkeypatch, speedup: float, expected: str) -> None:
+    monkeypatch.setattr("masksam.precision.cpu_bf16_speedup", lambda *args, **kwargs: speedup)
+    assert resolve_precision("auto", torch.device("cpu")).name == expected
+    assert resolve_precision("auto", torch.device("cpu"), cpu_auto_bf16=False).name == "fp32"
+    assert resolve_precision("off", torch.device("cpu")).name == "fp32"
+
+
+def test_the_cpu_probe_measures_a_positive_ratio() -> None:
+    from masksam.precision import cpu_bf16_speedup
+
+    ratio = cpu_bf16_speedup(size=64, repeats=1)
+    assert math.isfinite(ratio) and ratio > 0
 
 
 @pytest.fixture

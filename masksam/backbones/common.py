@@ -56,3 +56,15 @@ def float32_region(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "meta":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+def cpu_conv3d_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Float32 for 3-D convolutions inside a bf16 forward on the CPU; autocast unchanged on other devices.
+
+    oneDNN's bf16 weight gradients of some 3-D convolutions (one input channel at 4×256×256; a 1×1×1 128->32
+    conv at 4×64×64) ran for minutes, or crashed, on an AMX CPU with torch 2.13, where every 2-D kernel and
+    matmul was several times faster in bf16. Our 3-D convolutions are a small share of a step.
+    """
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cpu", enabled=False)

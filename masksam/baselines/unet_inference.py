@@ -29,6 +29,9 @@ class UNetPredictor(Predictor):
     :class:`~masksam.baselines.unet_checkpoint.TrainedUNet` objects; the other settings are the Predictor's.
     """
 
+    # Float32 on every CPU under ``amp auto``, as the U-Net trainer (`UNetTrainer.cpu_auto_bf16`).
+    cpu_auto_bf16 = False
+
     @classmethod
     def from_checkpoints(
         cls,

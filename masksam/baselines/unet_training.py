@@ -55,6 +55,10 @@ class UNetTrainer(Trainer):
         show_progress: Draw a progress bar per epoch (rank 0).
     """
 
+    # Float32 on every CPU under ``amp auto``: the U-Net is all convolutions, and oneDNN's bf16 3-D convolution
+    # gradients hung on an AMX CPU (`masksam.backbones.common.cpu_conv3d_region`); its ACDC rows ran in float32.
+    cpu_auto_bf16 = False
+
     def __init__(
         self,
         *,

@@ -321,6 +321,9 @@ def counting_windows(score_function: ScoreFunction, total: int, progress: Window
 class Predictor:
     """Predicts label maps of whole volumes with an ensemble of trained folds."""
 
+    # ``amp auto`` on a CPU whose bf16 matrix products are fast (AMX) predicts in bf16 (`resolve_precision`).
+    cpu_auto_bf16 = True
+
     def __init__(
         self,
         models: Sequence[TrainedModel],
@@ -368,7 +371,7 @@ class Predictor:
             for trained in models
         ]  # per fold
         self.device = resolve_device(device)
-        self.precision = resolve_precision(amp, self.device)
+        self.precision = resolve_precision(amp, self.device, cpu_auto_bf16=self.cpu_auto_bf16)
         configure_cuda_kernels(self.device)
         self.plans: Plans = first.plans
         config = first.model.config

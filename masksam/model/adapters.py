@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from masksam.backbones.common import cpu_conv3d_region
 from masksam.model.config import ImageAdapterKind, TokenAdapterKind
 
 MixerPosition = Literal["middle", "after_up", "before_down"]
@@ -35,7 +36,8 @@ class DepthConvMixer(nn.Module):
         h, w = grid
         channels = tokens.shape[-1]
         volume = tokens.reshape(-1, self.num_slices, h, w, channels).permute(0, 4, 1, 2, 3)  # (G, C, T, h, w)
-        mixed = self.conv(volume).permute(0, 2, 3, 4, 1)  # (G, T, h, w, C)
+        with cpu_conv3d_region(tokens.device):
+            mixed = self.conv(volume.float()).permute(0, 2, 3, 4, 1)  # (G, T, h, w, C)
         mixed = self.act(self.norm(mixed)).reshape(tokens.shape)
         return tokens + mixed
 

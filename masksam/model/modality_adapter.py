@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masksam.backbones.common import cpu_conv3d_region
 from masksam.backbones.sam import BackboneSpec, pixel_affine
 
 # LiteMedSAM's own preparation of an MR slice: clip to the 0.5 and 99.5 percentiles, then min-max to [0, 1].
@@ -52,7 +53,9 @@ class ModalityAdapter(nn.Module):
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         unit = slice_unit_range(volume.mean(dim=1, keepdim=True))  # (B, 1, T, H, W) in [0, 1]
-        rgb = unit * self.scale + self.shift + self.body(volume)  # (B, 3, T, H, W)
+        with cpu_conv3d_region(volume.device):
+            learned = self.body(volume.float())  # (B, 3, T, H, W)
+        rgb = unit * self.scale + self.shift + learned
         if rgb.shape[-2:] != (self.image_size, self.image_size):
             rgb = F.interpolate(rgb, size=(rgb.shape[2], self.image_size, self.image_size), mode="trilinear")
         return rgb

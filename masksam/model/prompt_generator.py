@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masksam.backbones.common import float32_region
+from masksam.backbones.common import cpu_conv3d_region, float32_region
 from masksam.model.config import PromptGeneratorConfig
 from masksam.model.depth import unfold_depth
 
@@ -132,18 +132,21 @@ class PromptGenerator(nn.Module):
 
     def forward(self, embedding: torch.Tensor, levels: list[torch.Tensor], num_slices: int) -> GeneratedPrompts:
         """embedding (B*T, C, h, w) and levels (B*T, C_l, h_l, w_l) -> prompts for B patches."""
-        volumes = [unfold_depth(level, num_slices) for level in levels]  # (B, C_l, T, h_l, w_l)
-        x = unfold_depth(embedding, num_slices)  # (B, C, T, h, w)
-        stage_outputs = []
-        for step, block in enumerate(self.blocks):
-            if step > 0:
-                x = self.ups[step - 1](x)
-            joining = [skip(v) for skip, v, s in zip(self.skips, volumes, self.level_steps, strict=True) if s == step]
-            x = block(torch.cat([x, *joining], dim=1))
-            stage_outputs.append(x)
+        with cpu_conv3d_region(embedding.device):
+            volumes = [unfold_depth(level.float(), num_slices) for level in levels]  # (B, C_l, T, h_l, w_l)
+            x = unfold_depth(embedding.float(), num_slices)  # (B, C, T, h, w)
+            stage_outputs = []
+            for step, block in enumerate(self.blocks):
+                if step > 0:
+                    x = self.ups[step - 1](x)
+                joining = [
+                    skip(v) for skip, v, s in zip(self.skips, volumes, self.level_steps, strict=True) if s == step
+                ]
+                x = block(torch.cat([x, *joining], dim=1))
+                stage_outputs.append(x)
+            aux_mask_logits = self.mask_head(x)  # (B, N, T, S, S)
 
         batch, _, depth = x.shape[:3]
-        aux_mask_logits = self.mask_head(x)  # (B, N, T, S, S)
         boxes_pooled = torch.cat([F.adaptive_avg_pool3d(s, (depth, 2, 2)) for s in stage_outputs], dim=1)
         # The box coordinates in float32 under any autocast: bf16 rounds them by up to 1/256 of the image (a pixel
         # of a 256² image), and they become the prompt encoder's box corners. The head is tiny.

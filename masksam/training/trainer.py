@@ -106,6 +106,9 @@ class Trainer:
         show_progress: Draw a progress bar per epoch (rank 0).
     """
 
+    # ``amp auto`` on a CPU whose bf16 matrix products are fast (AMX) trains in bf16 (`resolve_precision`).
+    cpu_auto_bf16 = True
+
     def __init__(
         self,
         *,
@@ -126,7 +129,7 @@ class Trainer:
         self.context = context
         self.show_progress = show_progress and context.is_main
         self.backbone_source = ckpt.BackboneSource.from_file(model_config.backbone, backbone_checkpoint)
-        self.precision = resolve_precision(training_config.amp, context.device)
+        self.precision = resolve_precision(training_config.amp, context.device, cpu_auto_bf16=self.cpu_auto_bf16)
         configure_cuda_kernels(context.device)
         self.log = TextLog(self.fold_dir / "training_log.txt", echo=print) if context.is_main else (lambda _: None)
         self.tensorboard = (
