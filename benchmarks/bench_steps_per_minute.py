@@ -13,7 +13,12 @@ Rows (cumulative, as DESIGN §10 "cheaper steps" and issue 13 add them):
 - ``class_slots_128``: the same at 128²;
 - ``paused_encoder``: the same with the encoder's adapters paused (the encoder without autograd), as in the
   first half of a default run;
-- ``default``: what ``masksam train`` does by default (half the steps paused, half not): the mean of the two.
+- ``class_slots_128_bf16``, ``paused_encoder_bf16``: the last two under bf16 autocast (what ``--amp auto`` picks
+  on a CPU with fast bf16 matrix products, AMX; where bf16 is emulated these rows are very slow);
+- ``default``: what ``masksam train`` does by default in float32 (half the steps paused, half not): the mean of
+  the two fp32 rows; ``default_bf16`` the same for the bf16 rows.
+
+Every row but the bf16 ones runs in float32 (``--amp off``), whatever ``auto`` would pick on this machine.
 
 Usage::
 
@@ -35,12 +40,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "Dataset027_ACDC"
 
 # name: (train options as model_config_for / TrainingConfig fields, encoder paused)
+FP32 = {"amp": "off"}
+BF16 = {"amp": "bf16"}
 ROWS: dict[str, tuple[dict, dict, bool]] = {
-    "paper": ({"queries": "matched", "image_size": 256}, {"denoising_groups": 0}, False),
-    "paper+denoising": ({"queries": "matched", "image_size": 256}, {"denoising_groups": 1}, False),
-    "class_slots": ({"queries": "class_slots", "image_size": 256}, {"denoising_groups": 1}, False),
-    "class_slots_128": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1}, False),
-    "paused_encoder": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1}, True),
+    "paper": ({"queries": "matched", "image_size": 256}, {"denoising_groups": 0, **FP32}, False),
+    "paper+denoising": ({"queries": "matched", "image_size": 256}, {"denoising_groups": 1, **FP32}, False),
+    "class_slots": ({"queries": "class_slots", "image_size": 256}, {"denoising_groups": 1, **FP32}, False),
+    "class_slots_128": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1, **FP32}, False),
+    "paused_encoder": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1, **FP32}, True),
+    "class_slots_128_bf16": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1, **BF16}, False),
+    "paused_encoder_bf16": ({"queries": "class_slots", "image_size": 128}, {"denoising_groups": 1, **BF16}, True),
 }
 
 
@@ -100,6 +109,7 @@ def main() -> None:
         seconds[name] = time_row(name, args, plans, plans_dir, weights)
         print(f"{name}: {seconds[name]:.2f} s per step", flush=True)
     seconds["default"] = (seconds["class_slots_128"] + seconds["paused_encoder"]) / 2
+    seconds["default_bf16"] = (seconds["class_slots_128_bf16"] + seconds["paused_encoder_bf16"]) / 2
     print(
         f"\nACDC batch of {plans.batch_size} × {'×'.join(map(str, plans.patch_size))} patches; weights: "
         f"{'real LiteMedSAM' if weights else 'random (same cost)'}\n"

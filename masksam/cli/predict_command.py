@@ -126,7 +126,7 @@ def predict(
         "auto",
         "--amp",
         help="Autocast of the forward passes: auto (bf16 on GPUs of compute capability 8.0+, fp16 on older ones, "
-        "off on CPU), bf16, fp16 or off.",
+        "on CPU bf16 if measured fast, else off), bf16, fp16 or off.",
     ),
     save_probabilities: bool = typer.Option(
         False,

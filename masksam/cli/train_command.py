@@ -68,7 +68,9 @@ def train(
     ),
     resume: bool = typer.Option(False, "--continue", help="Resume from the fold's checkpoint_latest.pt."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    amp: str = typer.Option("auto", "--amp", help="auto (bf16/fp16 on GPU, off on CPU), bf16, fp16 or off."),
+    amp: str = typer.Option(
+        "auto", "--amp", help="auto (bf16/fp16 on GPU; on CPU bf16 if measured fast, else off), bf16, fp16 or off."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, sampling and initialisation."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Global batch (default: the plans')."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd."),

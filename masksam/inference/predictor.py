@@ -345,7 +345,8 @@ class Predictor:
             mirror_depth: Also mirror the through-plane axis (8 instead of 4 copies).
             windows_per_batch: Windows per forward pass.
             amp: Autocast of the forward passes, as training's ``--amp``: ``auto`` (bf16 on GPUs of compute
-                capability 8.0 or newer, fp16 on older ones, float32 on the CPU), ``bf16``, ``fp16`` or ``off``.
+                capability 8.0 or newer, fp16 on older ones; on the CPU bf16 where measured fast, else
+                float32), ``bf16``, ``fp16`` or ``off``.
             refinement_passes: Extra decoder passes of generated-prompt models, each prompted with the previous
                 pass's segments (:mod:`masksam.model.refinement`); ground-truth prompt models ignore it. None:
                 each model's default (``TrainedModel.default_refinement_passes``: 1 when it was trained with
