@@ -25,6 +25,7 @@ from masksam.training.validation import confusion_counts, draw_validation_patche
 PATCH = (2, 64, 64)
 # One thread in every process (torchrun's default too), so a rank and the single process compute bit for bit alike.
 CONFIG = TrainingConfig(
+    amp="off",  # spawned ranks do not see conftest's fp32 pin; on an AMX CPU `auto` would be bf16 there
     epochs=1,
     iterations_per_epoch=2,
     batch_size=2,
