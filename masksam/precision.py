@@ -38,6 +38,11 @@ class Precision:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     @property
+    def amp(self) -> str:
+        """The explicit ``--amp`` choice that resolves to this precision again, without measuring anything."""
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    @property
     def needs_scaler(self) -> bool:
         return self.dtype == torch.float16
 

@@ -86,6 +86,8 @@ def test_auto_takes_bf16_on_a_cpu_where_it_was_measured_fast(monkeypatch, speedu
     assert resolve_precision("auto", torch.device("cpu")).name == expected
     assert resolve_precision("auto", torch.device("cpu"), cpu_auto_bf16=False).name == "fp32"
     assert resolve_precision("off", torch.device("cpu")).name == "fp32"
+    chosen = resolve_precision("auto", torch.device("cpu"))
+    assert resolve_precision(chosen.amp, torch.device("cpu")) == chosen  # what a run's own predictor is given
 
 
 def test_the_cpu_probe_measures_a_positive_ratio() -> None:

@@ -144,7 +144,7 @@ class UNetTrainer(Trainer):
         from masksam.baselines.unet_inference import UNetPredictor
 
         final = TrainedUNet(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        return UNetPredictor([final], device=self.context.device, tta=False, amp=self.config.amp)
+        return UNetPredictor([final], device=self.context.device, tta=False, amp=self.precision.amp)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ def _predict(trainer, dataset: Path, predictions: Path) -> None:
     from masksam.training.checkpoint import TrainedModel, checkpoint_path
 
     final = TrainedModel(trainer.model, trainer.plans, {}, checkpoint_path(trainer.fold_dir, "final"))
-    predictor = Predictor([final], device=trainer.context.device, tta=False, amp=trainer.config.amp)
+    predictor = Predictor([final], device=trainer.context.device, tta=False, amp=trainer.precision.amp)
     for case in list_cases(dataset, read_dataset_json(dataset), "Ts"):
         predictor.predict_case(case.images, predictions / f"{case.case_id}.nii.gz")
 

@@ -652,7 +652,7 @@ class Trainer:
         from masksam.inference.predictor import Predictor
 
         final = ckpt.TrainedModel(self.model, self.plans, {}, ckpt.checkpoint_path(self.fold_dir, "final"))
-        return Predictor([final], device=self.context.device, tta=False, amp=self.config.amp)
+        return Predictor([final], device=self.context.device, tta=False, amp=self.precision.amp)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
 

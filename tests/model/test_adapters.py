@@ -74,3 +74,17 @@ def test_depth_embedding_adds_row_t_to_slice_t(channels_last: bool) -> None:
         row = torch.arange(4.0) + 4 * (index % 3)
         expected = row.expand(5, 4) if channels_last else row[:, None].expand(4, 5)
         torch.testing.assert_close(out[index], expected)
+
+
+def test_the_depth_conv_runs_in_float32_under_cpu_bf16_autocast() -> None:
+    """oneDNN's bf16 gradients of some 3-D convolutions hung on an AMX CPU; the mixer's conv stays float32 there."""
+    from masksam.model.adapters import DepthConvMixer
+
+    mixer = DepthConvMixer(dim=8, num_slices=2)
+    conv_dtypes = []
+    mixer.conv.register_forward_hook(lambda module, args, output: conv_dtypes.append(output.dtype))
+    tokens = torch.randn(4, 9, 8, requires_grad=True)  # (G*T, h*w, C)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = mixer(tokens, (3, 3))
+    mixed.sum().backward()
+    assert conv_dtypes == [torch.float32] and mixer.conv.weight.grad is not None

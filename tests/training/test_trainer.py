@@ -738,3 +738,10 @@ def test_the_final_validation_predicts_in_the_runs_precision(planned_dataset, tm
     for amp, expected in (("auto", "fp32"), ("bf16", "bf16"), ("off", "fp32")):
         trainer = make_trainer(planned_dataset, tmp_path / amp, replace(FAST, amp=amp))
         assert trainer.validation_predictor().precision.name == expected == trainer.precision.name
+
+
+def test_the_final_validation_keeps_the_runs_measured_cpu_precision(planned_dataset, tmp_path, monkeypatch):
+    speedups = iter([8.0])  # the run's probe finds fast bf16; a second probe would find it slow
+    monkeypatch.setattr("masksam.precision.cpu_bf16_speedup", lambda *args, **kwargs: next(speedups, 1.0))
+    trainer = make_trainer(planned_dataset, tmp_path, replace(FAST, amp="auto"))
+    assert trainer.precision.name == "bf16" == trainer.validation_predictor().precision.name
