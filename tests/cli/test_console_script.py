@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
@@ -36,6 +37,15 @@ def run_masksam(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MASKSAM, *args], capture_output=True, text=True, timeout=120, env=ENV)
 
 
+# A test run started in the background by a shell without job control (`pytest &`, CI runners) ignores SIGINT, and
+# children inherit that: masksam would never see the Ctrl-C. This prefix gives it a terminal's default SIGINT first
+# (a handler set to default survives exec; an ignored one would not be undone).
+WITH_CTRL_C = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]  # fmt: skip
+
+
 def interrupt_when(args: list[str], ready: Callable[[], bool], *, cwd: Path, timeout: float = 180) -> tuple[int, str]:
     """Runs ``masksam ARGS`` in ``cwd`` and sends SIGINT to its process group, as Ctrl-C in a terminal does (data
     workers included), once ``ready()``.
@@ -46,8 +56,9 @@ def interrupt_when(args: list[str], ready: Callable[[], bool], *, cwd: Path, tim
     stderr_path = cwd / "stderr.txt"  # a file, not a pipe: nobody reads a pipe while we wait
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [MASKSAM, *args], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
-        )
+            [*WITH_CTRL_C, MASKSAM, *args], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while not ready():
