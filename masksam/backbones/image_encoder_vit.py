@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masksam.backbones.common import LayerNorm2d, MLPBlock
+from masksam.backbones.common import LayerNorm2d, MLPBlock, attention
 
 PositionAdaptation = Literal["crop", "interpolate"]
 
@@ -90,7 +90,7 @@ class Attention(nn.Module):
         bias = self.relative_position_bias(q.reshape(batch * heads, h * w, -1), h, w)  # (B*heads, h*w, h*w)
         # 4-D inputs and mask: PyTorch's CPU flash kernel runs (1.3-3x faster than the math path a 3-D
         # mask falls back to; same values within float32 rounding).
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.view(batch, heads, h * w, h * w))
+        out = attention(q, k, v, attn_mask=bias.view(batch, heads, h * w, h * w))
         out = out.transpose(1, 2).reshape(batch, h, w, dim)  # (B, h, w, heads*d)
         return self.proj(out)
 

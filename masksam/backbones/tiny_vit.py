@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masksam.backbones.common import LayerNorm2d
+from masksam.backbones.common import LayerNorm2d, attention
 
 
 class Conv2dBN(nn.Module):
@@ -258,10 +258,10 @@ class Attention(nn.Module):
         bias = self.bias().to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
         limit = sdpa_batch_limit(q)
         if batch <= limit:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B_w, heads, N, kd)
+            out = attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B_w, heads, N, kd)
         else:
             parts = zip(q.split(limit), k.split(limit), v.split(limit), strict=True)
-            out = torch.cat([F.scaled_dot_product_attention(*part, attn_mask=bias, scale=self.scale) for part in parts])
+            out = torch.cat([attention(*part, attn_mask=bias, scale=self.scale) for part in parts])
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.key_dim)  # (B_w, N, heads*kd)
         return self.proj(out)
 

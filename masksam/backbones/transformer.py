@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from masksam.backbones.common import MLPBlock
+from masksam.backbones.common import MLPBlock, attention
 
 TensorMap = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,7 +76,7 @@ class Attention(nn.Module):
 
         `allowed`: (n_q or 1, n_k) bool, the keys each query may read (None: all).
         """
-        out = F.scaled_dot_product_attention(
+        out = attention(
             self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v)), attn_mask=allowed
         )  # (B, heads, n_q, d)
         out = out.transpose(1, 2).flatten(2)  # (B, n_q, internal)
