@@ -129,7 +129,10 @@ class Trainer:
         self.context = context
         self.show_progress = show_progress and context.is_main
         self.backbone_source = ckpt.BackboneSource.from_file(model_config.backbone, backbone_checkpoint)
-        self.precision = resolve_precision(training_config.amp, context.device, cpu_auto_bf16=self.cpu_auto_bf16)
+        # Rank 0's choice on every rank: `auto` on a CPU measures bf16's speed, and two ranks could measure apart.
+        self.precision = broadcast_object(
+            resolve_precision(training_config.amp, context.device, cpu_auto_bf16=self.cpu_auto_bf16), context
+        )
         configure_cuda_kernels(context.device)
         self.log = TextLog(self.fold_dir / "training_log.txt", echo=print) if context.is_main else (lambda _: None)
         self.tensorboard = (

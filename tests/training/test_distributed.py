@@ -1,6 +1,7 @@
 """DDP on the CPU: two gloo processes launched by torchrun train identical weights on different batches, validate
 disjoint shares of the validation patches whose counts add up to one process's, and only rank 0 writes files; ranks
-whose clocks disagree about the time budget stop together."""
+whose clocks disagree about the time budget stop together, and ranks whose CPUs disagree about bf16 train in rank 0's
+precision."""
 
 from __future__ import annotations
 
@@ -219,6 +220,7 @@ _DISAGREEING_CLOCKS = textwrap.dedent(
 
     import torch.distributed as dist
 
+    from masksam import precision
     from masksam.data.plans import Plans
     from masksam.training import trainer as trainer_module
     from masksam.training.config import TrainingConfig
@@ -230,6 +232,8 @@ _DISAGREEING_CLOCKS = textwrap.dedent(
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # a rank left waiting fails soon
     context = init_distributed("cpu")
     step_seconds = 1.0 if context.rank == 0 else 3.0
+    # The ranks' CPUs disagree about bf16 too: rank 0 measures no speedup (fp32), rank 1 a large one (bf16).
+    precision.cpu_bf16_speedup = lambda *args, **kwargs: 1.0 if context.rank == 0 else 10.0
     clock = SimpleNamespace(now=1000.0)
     trainer_module.time = SimpleNamespace(monotonic=lambda: clock.now)
     trainer_module.draw_progress = lambda *args, **kwargs: None
@@ -260,7 +264,7 @@ _DISAGREEING_CLOCKS = textwrap.dedent(
 
     trainer.train_step, trainer.validate = timed_step, timed_validation
     state = trainer.fit()
-    (dumps / f"rank{context.rank}.txt").write_text(f"{state.epoch} {state.schedule.epochs}")
+    (dumps / f"rank{context.rank}.txt").write_text(f"{state.epoch} {state.schedule.epochs} {trainer.precision.name}")
     shutdown_distributed(context)
     """
 )
@@ -281,4 +285,5 @@ def test_ranks_whose_clocks_disagree_stop_together(planned_dataset, tmp_path):
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (dumps / "rank0.txt").read_text() == (dumps / "rank1.txt").read_text() == "3 3"  # rank 0's decision
+    # Rank 0's decisions: the epochs its clock allowed, and its precision (float32: its CPU measured no bf16 gain).
+    assert (dumps / "rank0.txt").read_text() == (dumps / "rank1.txt").read_text() == "3 3 fp32"
