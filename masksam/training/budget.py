@@ -113,3 +113,21 @@ def extended_epochs(
         extra_steps_allowed = math.floor(steps_done / pause_share) - total_steps
         epochs = min(epochs, schedule.epochs + extra_steps_allowed // schedule.iterations_per_epoch)
     return max(schedule.epochs, epochs)
+
+
+def shortened_epochs(*, schedule: Schedule, epochs_done: int, seconds_left: float, last_epoch_seconds: float) -> int:
+    """Epochs a budgeted run can still finish now that its epochs run slower than planned (at most
+    ``schedule.epochs``).
+
+    Without it the budget cuts the run at the first epoch that would end past the deadline, with the poly schedule
+    still above 0 (the ACDC run of 2026-12-03 evening: cut after 15 of 16 epochs at lr 1.6e-4, its epochs 10%
+    slower than the one that had added the 16th). Ending the schedule at the epochs that fit at the last epoch's
+    pace lets the learning rate reach 0 on the last step instead. Unchanged during the first epoch (its time
+    includes the warm-up), and when no further epoch fits: the budget then stops the run as before.
+    """
+    if epochs_done < 2 or last_epoch_seconds <= 0:
+        return schedule.epochs
+    fitting = epochs_done + math.floor(seconds_left / last_epoch_seconds)
+    if fitting <= epochs_done:
+        return schedule.epochs
+    return min(schedule.epochs, fitting)

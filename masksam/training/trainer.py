@@ -37,7 +37,7 @@ from masksam.precision import configure_cuda_kernels, resolve_precision
 from masksam.threads import choose_threads
 from masksam.training import checkpoint as ckpt
 from masksam.training.box_init import typical_class_boxes
-from masksam.training.budget import Schedule, extended_epochs, fit_to_budget
+from masksam.training.budget import Schedule, extended_epochs, fit_to_budget, shortened_epochs
 from masksam.training.compilation import compile_network
 from masksam.training.config import TrainingConfig
 from masksam.training.criterion import LossWeights, SetCriterion
@@ -372,7 +372,7 @@ class Trainer:
             self.state.training_seconds = trained_before + time.monotonic() - started
             self.end_epoch(validation, time.monotonic() - epoch_started)
             if deadline is not None:
-                self.extend_to_budget(deadline)
+                self.refit_to_budget(deadline)
             epochs_this_call += 1
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 return self.state
@@ -525,30 +525,41 @@ class Trainer:
                 timed.append((paused, time.monotonic() - started))
         return self.mean_step_seconds(timed)
 
-    def extend_to_budget(self, deadline: float) -> None:
-        """Adds epochs when the epochs run faster than the first steps said (``budget.extended_epochs``; rank 0
-        decides, every rank follows); the poly schedule is stretched to end at the new last step."""
+    def refit_to_budget(self, deadline: float) -> None:
+        """Adds epochs when the epochs run faster than the first steps said (``budget.extended_epochs``), drops
+        planned ones when they run slower (``budget.shortened_epochs``); the poly schedule is re-planned to end at
+        the new last step. Rank 0 decides, every rank follows."""
         schedule = self.state.schedule
+        last_epoch_seconds = self.state.history[-1]["epoch_seconds"]
+        seconds_left = deadline - time.monotonic()
         epochs = extended_epochs(
             schedule=schedule,
             epochs_done=self.state.epoch,
             max_epochs=self.config.epochs,
-            seconds_left=deadline - time.monotonic(),
-            last_epoch_seconds=self.state.history[-1]["epoch_seconds"],
+            seconds_left=seconds_left,
+            last_epoch_seconds=last_epoch_seconds,
             steps_done=self.scheduler.last_epoch,
             total_steps=self.scheduler.total_steps,
             pause_share=self.config.encoder_adapters_from,
         )
+        if epochs == schedule.epochs:
+            epochs = shortened_epochs(
+                schedule=schedule,
+                epochs_done=self.state.epoch,
+                seconds_left=seconds_left,
+                last_epoch_seconds=last_epoch_seconds,
+            )
         epochs = broadcast_object(epochs, self.context)
-        if epochs <= schedule.epochs:
+        if epochs == schedule.epochs:
             return
         self.state.schedule = Schedule(epochs=epochs, iterations_per_epoch=schedule.iterations_per_epoch)
         self.scheduler.set_total_steps(
             self.scheduler.total_steps + (epochs - schedule.epochs) * schedule.iterations_per_epoch
         )
+        pace = "less" if epochs > schedule.epochs else "more"
         self.log(
-            f"time budget: epochs take {self.state.history[-1]['epoch_seconds']:.0f} s, less than planned, so this run "
-            f"does {epochs} epochs instead of {schedule.epochs}"
+            f"time budget: epochs take {last_epoch_seconds:.0f} s, {pace} than planned, so this run does {epochs} "
+            f"epochs instead of {schedule.epochs}"
         )
 
     def end_epoch(self, validation: dict[str, float], seconds: float) -> None:

@@ -1,10 +1,10 @@
-"""Fitting a schedule into a time budget."""
+"""Fitting a schedule into a time budget, and refitting it to the epochs' measured pace."""
 
 from __future__ import annotations
 
 import pytest
 
-from masksam.training.budget import Schedule, extended_epochs, fit_to_budget
+from masksam.training.budget import Schedule, extended_epochs, fit_to_budget, shortened_epochs
 
 CASES = [
     # budget, step s, validation s, epochs, iterations -> schedule
@@ -98,3 +98,26 @@ def test_never_more_epochs_than_asked_for():
     no_pause = {"schedule": Schedule(3, 5), "total_steps": 15, "pause_share": 0.0, "steps_done": 10}
     assert extended_epochs(epochs_done=2, max_epochs=4, seconds_left=1e6, last_epoch_seconds=1.0, **no_pause) == 4
     assert extended_epochs(epochs_done=2, max_epochs=3, seconds_left=1e6, last_epoch_seconds=1.0, **no_pause) == 3
+
+
+@pytest.mark.parametrize(
+    ("epochs_done", "seconds_left", "last_epoch_seconds", "expected"),
+    [
+        # The ACDC run of 2026-12-03 evening after its 13th epoch: 3 planned epochs left, 2 fit at 195 s.
+        pytest.param(13, 400.0, 195.0, 15, id="two-of-three-planned-fit"),
+        pytest.param(13, 600.0, 195.0, 16, id="all-planned-fit"),
+        pytest.param(13, 5000.0, 195.0, 16, id="never-more-than-planned"),
+        pytest.param(13, 150.0, 195.0, 16, id="none-fits-the-budget-stops-the-run"),
+        pytest.param(1, 400.0, 195.0, 16, id="the-first-epoch-carries-the-warm-up"),
+    ],
+)
+def test_slower_epochs_shorten_the_schedule_to_what_fits(epochs_done, seconds_left, last_epoch_seconds, expected):
+    assert (
+        shortened_epochs(
+            schedule=Schedule(16, 48),
+            epochs_done=epochs_done,
+            seconds_left=seconds_left,
+            last_epoch_seconds=last_epoch_seconds,
+        )
+        == expected
+    )

@@ -468,6 +468,25 @@ def test_a_run_whose_epochs_are_faster_than_its_first_steps_uses_its_whole_budge
 
 
 @pytest.mark.slow
+def test_a_run_whose_epochs_slow_down_ends_its_schedule_at_learning_rate_zero(planned_dataset, tmp_path, monkeypatch):
+    """Steps of 1 s fit 6 epochs × 2 in 18 s; from the 9th step on they take 2 s. After epoch 4 (3.5 s) the 2 epochs
+    left no longer fit: the schedule ends at 5, so the learning rate reaches 0 on the last step, where the budget
+    would have cut the run after epoch 5 of 6 with the learning rate above 0."""
+    config = replace(BUDGETED, epochs=6, time_budget_minutes=0.3, encoder_adapters_from=0.0)
+    clock = FakeClock(step_seconds=lambda index: 1.0 if index < 8 else 2.0)
+    trainer = make_trainer(planned_dataset, tmp_path / "model", config, num_queries=4)
+    on_fake_clock(trainer, clock, monkeypatch)
+    state = trainer.fit()
+    log = (trainer.fold_dir / "training_log.txt").read_text()
+    assert "so this run does 6 epochs" in log and "more than planned, so this run does 5 epochs instead of 6" in log
+    assert "time budget used up" not in log
+    assert state.epoch == state.schedule.epochs == 5
+    learning_rates = [record["lr"] for record in state.history]
+    assert all(lr > 0 for lr in learning_rates[:-1]) and learning_rates[-1] == 0.0, learning_rates
+    assert clock.elapsed <= 18.0
+
+
+@pytest.mark.slow
 def test_a_resumed_run_gets_what_is_left_of_its_budget(planned_dataset, tmp_path, monkeypatch):
     """Interrupted after its first epoch (3.5 s of 12), resumed on a busier machine (2 s steps): the second part
     may use the 8.5 s left, not a fresh 12 s, so the run's training time stays within its budget."""
