@@ -40,7 +40,7 @@ class Precision:
     @property
     def amp(self) -> str:
         """The explicit ``--amp`` choice that resolves to this precision again, without measuring anything."""
-        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return "off" if self.dtype is None else self.name
 
     @property
     def needs_scaler(self) -> bool:

@@ -78,18 +78,20 @@ def attention(
     attn_mask: torch.Tensor | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``; on the CPU a bf16/fp16 call that autograd will differentiate is
-    computed in float32 and cast back.
+    """``F.scaled_dot_product_attention`` (an additive ``attn_mask`` in any float dtype); on the CPU a bf16/fp16
+    call that autograd will differentiate is computed in float32 and cast back.
 
     PyTorch's CPU flash kernel runs its backward 2-5x slower in bf16 than in float32 at our shapes (windows of 49
     and 196 tokens, the decoder's 8 tokens against 1024), while its bf16 forward is as fast as float32's and the
     linear layers around it gain several times from bf16 on AMX CPUs (benchmarks/bench_cpu_attention.py). So only
     attention under autograd leaves bf16; inference and the paused encoder keep the bf16 kernel.
     """
+    additive = attn_mask is not None and attn_mask.is_floating_point()
     differentiated = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or not differentiated:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
-    mask = attn_mask.float() if attn_mask is not None and attn_mask.is_floating_point() else attn_mask
+        mask = attn_mask.to(q.dtype) if additive else attn_mask  # the kernel takes an additive mask in q's dtype
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    mask = attn_mask.float() if additive else attn_mask
     with float32_region(q.device):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=scale)
     return out.to(q.dtype)

@@ -255,7 +255,7 @@ class Attention(nn.Module):
         # Equal to softmax(q k^T * scale + bias) v within float32 rounding (see tests). The bias is given as
         # (1, heads, N, N): with a 4-D mask PyTorch's CPU flash kernel runs (3-4x faster than the math path
         # it falls back to for a 3-D mask).
-        bias = self.bias().to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
+        bias = self.bias().unsqueeze(0)  # (1, heads, N, N); attention() casts it to what its kernel runs in
         limit = sdpa_batch_limit(q)
         if batch <= limit:
             out = attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B_w, heads, N, kd)
